@@ -1,0 +1,133 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/venna/metering/internal/chdb"
+)
+
+// Config is every setting of every role, read once from flags and environment variables.
+type Config struct {
+	ClickHouse chdb.Config
+
+	KafkaBrokers     string
+	KafkaTopic       string
+	KafkaPartitions  int
+	KafkaReplication int
+
+	GatewayAddr     string
+	APIAddr         string
+	RoutesFile      string
+	PricesFile      string
+	KeyRefresh      time.Duration
+	UpstreamTimeout time.Duration
+	QueueSize       int
+
+	IngestGroup         string
+	IngestBatchSize     int
+	IngestFlushInterval time.Duration
+
+	AggregateSchedule string
+	InvoiceSchedule   string
+	InvoiceGrace      time.Duration
+
+	SimAddr   string
+	SimAPIKey string
+	LogLevel  string
+}
+
+// setting is one flag with its environment variable; the table is the config reference.
+type setting struct {
+	flag, env, def, help string
+	bind               func(fs *flag.FlagSet, name, def, help string)
+}
+
+func str(p *string) func(*flag.FlagSet, string, string, string) {
+	return func(fs *flag.FlagSet, n, d, h string) { fs.StringVar(p, n, d, h) }
+}
+
+func num(p *int) func(*flag.FlagSet, string, string, string) {
+	return func(fs *flag.FlagSet, n, d, h string) {
+		v, err := strconv.Atoi(d)
+		if err != nil {
+			fatalf("%s: %q is not an integer", n, d)
+		}
+		fs.IntVar(p, n, v, h)
+	}
+}
+
+func dur(p *time.Duration) func(*flag.FlagSet, string, string, string) {
+	return func(fs *flag.FlagSet, n, d, h string) {
+		v, err := time.ParseDuration(d)
+		if err != nil {
+			fatalf("%s: %q is not a duration", n, d)
+		}
+		fs.DurationVar(p, n, v, h)
+	}
+}
+
+func (c *Config) settings() []setting {
+	return []setting{
+		{"clickhouse-addr", "VENNA_CLICKHOUSE_ADDR", "127.0.0.1:9000", "ClickHouse native protocol address", str(&c.ClickHouse.Addr)},
+		{"clickhouse-database", "VENNA_CLICKHOUSE_DATABASE", "venna", "ClickHouse database", str(&c.ClickHouse.Database)},
+		{"clickhouse-user", "VENNA_CLICKHOUSE_USER", "default", "ClickHouse user", str(&c.ClickHouse.User)},
+		{"clickhouse-password", "VENNA_CLICKHOUSE_PASSWORD", "", "ClickHouse password", str(&c.ClickHouse.Password)},
+		{"kafka-brokers", "VENNA_KAFKA_BROKERS", "127.0.0.1:9092", "Kafka bootstrap brokers, comma-separated", str(&c.KafkaBrokers)},
+		{"kafka-topic", "VENNA_KAFKA_TOPIC", "venna.usage.v1", "Kafka topic of usage events", str(&c.KafkaTopic)},
+		{"kafka-partitions", "VENNA_KAFKA_PARTITIONS", "8", "partitions when migrate creates the topic", num(&c.KafkaPartitions)},
+		{"kafka-replication", "VENNA_KAFKA_REPLICATION", "1", "replication factor when migrate creates the topic", num(&c.KafkaReplication)},
+		{"gateway-addr", "VENNA_GATEWAY_ADDR", "127.0.0.1:8080", "gateway listen address", str(&c.GatewayAddr)},
+		{"api-addr", "VENNA_API_ADDR", "127.0.0.1:8081", "REST API listen address", str(&c.APIAddr)},
+		{"routes-file", "VENNA_ROUTES_FILE", "deploy/routes.yaml", "model → upstream routes (YAML)", str(&c.RoutesFile)},
+		{"prices-file", "VENNA_PRICES_FILE", "deploy/prices.yaml", "price book (YAML)", str(&c.PricesFile)},
+		{"key-refresh", "VENNA_KEY_REFRESH", "2s", "how often gateways and the API reload API keys", dur(&c.KeyRefresh)},
+		{"upstream-timeout", "VENNA_UPSTREAM_TIMEOUT", "10m", "longest upstream exchange", dur(&c.UpstreamTimeout)},
+		{"queue-size", "VENNA_GATEWAY_QUEUE_SIZE", "65536", "usage events buffered in the gateway before Kafka", num(&c.QueueSize)},
+		{"ingest-group", "VENNA_INGEST_GROUP", "venna-ingest", "Kafka consumer group of the ingest role", str(&c.IngestGroup)},
+		{"ingest-batch-size", "VENNA_INGEST_BATCH_SIZE", "10000", "events per ClickHouse insert", num(&c.IngestBatchSize)},
+		{"ingest-flush-interval", "VENNA_INGEST_FLUSH_INTERVAL", "1s", "longest wait before a partial batch is inserted", dur(&c.IngestFlushInterval)},
+		{"aggregate-schedule", "VENNA_AGGREGATE_SCHEDULE", "@every 1m", "cron schedule of the hourly rollup", str(&c.AggregateSchedule)},
+		{"invoice-schedule", "VENNA_INVOICE_SCHEDULE", "@every 5m", "cron schedule of the invoice run (current and previous month)", str(&c.InvoiceSchedule)},
+		{"invoice-grace", "VENNA_INVOICE_GRACE", "72h", "how long after a period ends its invoice stays a draft", dur(&c.InvoiceGrace)},
+		{"sim-addr", "VENNA_SIM_ADDR", "127.0.0.1:18090", "listen address of the simulated upstream", str(&c.SimAddr)},
+		{"sim-api-key", "VENNA_SIM_API_KEY", "", "API key the simulated upstream requires (empty: none)", str(&c.SimAPIKey)},
+		{"log-level", "VENNA_LOG_LEVEL", "info", "debug, info, warn or error", str(&c.LogLevel)},
+	}
+}
+
+// bind registers every setting on fs, each defaulting to its environment variable.
+func (c *Config) bind(fs *flag.FlagSet) {
+	for _, s := range c.settings() {
+		def := s.def
+		if v, ok := os.LookupEnv(s.env); ok {
+			def = v
+		}
+		s.bind(fs, s.flag, def, fmt.Sprintf("%s (env %s)", s.help, s.env))
+	}
+}
+
+func (c *Config) brokers() []string {
+	var out []string
+	for _, b := range strings.Split(c.KafkaBrokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// configTable renders the settings as the Markdown table README carries.
+func configTable() string {
+	var b strings.Builder
+	b.WriteString("| flag | environment variable | default | meaning |\n|---|---|---|---|\n")
+	var c Config
+	for _, s := range c.settings() {
+		fmt.Fprintf(&b, "| `--%s` | `%s` | `%s` | %s |\n", s.flag, s.env, s.def, s.help)
+	}
+	return b.String()
+}

@@ -1,0 +1,311 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/robfig/cron/v3"
+	"github.com/venna/metering/aggregate"
+	"github.com/venna/metering/api"
+	"github.com/venna/metering/apikey"
+	"github.com/venna/metering/gateway"
+	"github.com/venna/metering/ingest"
+	"github.com/venna/metering/internal/chdb"
+	"github.com/venna/metering/internal/kafkaadmin"
+	"github.com/venna/metering/invoice"
+	"github.com/venna/metering/schema"
+	"github.com/venna/metering/simupstream"
+)
+
+func openDB(ctx context.Context, env *Env) (driver.Conn, error) {
+	return chdb.Open(ctx, env.Config.ClickHouse)
+}
+
+// serveHTTP serves h on addr until ctx ends, then stops accepting and lets in-flight
+// requests finish (up to 30s).
+func serveHTTP(ctx context.Context, env *Env, name, addr string, h http.Handler) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("%s: listen on %s: %w", name, addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	env.Log.Info("listening", "server", name, "addr", ln.Addr().String())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("%s: %w", name, err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("%s: shutdown: %w", name, err)
+	}
+	return nil
+}
+
+func newAuthenticator(ctx context.Context, env *Env, conn driver.Conn) (*apikey.Authenticator, error) {
+	auth, err := apikey.NewAuthenticator(ctx, apikey.NewStore(conn, env.Config.ClickHouse.Database), env.Log)
+	if err != nil {
+		return nil, fmt.Errorf("load api keys (did 'venna migrate' run?): %w", err)
+	}
+	go auth.Run(ctx, env.Config.KeyRefresh)
+	return auth, nil
+}
+
+func runGateway(ctx context.Context, env *Env, _ []string) error {
+	c := env.Config
+	routes, err := gateway.LoadRoutes(c.RoutesFile)
+	if err != nil {
+		return err
+	}
+	conn, err := openDB(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	auth, err := newAuthenticator(ctx, env, conn)
+	if err != nil {
+		return err
+	}
+	prod, err := gateway.NewProducer(gateway.ProducerConfig{Brokers: c.brokers(), Topic: c.KafkaTopic, QueueSize: c.QueueSize}, env.Log)
+	if err != nil {
+		return err
+	}
+	gw, err := gateway.New(gateway.Config{Routes: routes, UpstreamTimeout: c.UpstreamTimeout}, auth, prod, env.Log)
+	if err != nil {
+		return err
+	}
+	serveErr := serveHTTP(ctx, env, "gateway", c.GatewayAddr, gw.Handler())
+	// Every request has finished: ship what is queued before exiting.
+	drainCtx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	return errors.Join(serveErr, prod.Close(drainCtx))
+}
+
+func runIngest(ctx context.Context, env *Env, _ []string) error {
+	c := env.Config
+	conn, err := openDB(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	cons, err := ingest.New(ingest.Config{
+		Brokers: c.brokers(), Topic: c.KafkaTopic, GroupID: c.IngestGroup, Database: c.ClickHouse.Database,
+		BatchSize: c.IngestBatchSize, FlushInterval: c.IngestFlushInterval,
+	}, conn, env.Log)
+	if err != nil {
+		return err
+	}
+	env.Log.Info("consuming", "topic", c.KafkaTopic, "group", c.IngestGroup)
+	return cons.Run(ctx)
+}
+
+var aggregateOnce *bool
+
+func aggregateFlags(fs *flag.FlagSet) {
+	aggregateOnce = fs.Bool("once", false, "run the rollup and the invoice job once, then exit")
+}
+
+// jobs are the aggregator's scheduled jobs.
+type jobs struct {
+	env  *Env
+	agg  *aggregate.Aggregator
+	inv  *invoice.Invoicer
+	mu   sync.Mutex // one job at a time in this process
+	now  func() time.Time
+	last error
+}
+
+func newJobs(ctx context.Context, env *Env, conn driver.Conn) (*jobs, error) {
+	c := env.Config
+	agg, err := aggregate.New(aggregate.Config{Database: c.ClickHouse.Database}, conn)
+	if err != nil {
+		return nil, err
+	}
+	prices, err := invoice.LoadPriceBook(c.PricesFile)
+	if err != nil {
+		return nil, err
+	}
+	if err := prices.Sync(ctx, conn, c.ClickHouse.Database); err != nil {
+		return nil, err
+	}
+	inv, err := invoice.New(invoice.Config{Database: c.ClickHouse.Database, Grace: c.InvoiceGrace}, conn, prices)
+	if err != nil {
+		return nil, err
+	}
+	return &jobs{env: env, agg: agg, inv: inv, now: time.Now}, nil
+}
+
+func (j *jobs) rollup(ctx context.Context) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	res, err := j.agg.Run(ctx)
+	if err != nil {
+		j.env.Log.Error("rollup failed", "err", err)
+		return err
+	}
+	j.env.Log.Info("rollup done", "hours", len(res.Hours), "watermark", res.Watermark)
+	return nil
+}
+
+// invoices computes the current month's drafts and the previous month's invoice, which
+// is finalized once its grace period is over.
+func (j *jobs) invoices(ctx context.Context) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	cur, _ := invoice.Month(j.now())
+	prev, _ := invoice.Month(cur.Add(-time.Hour))
+	var errs []error
+	for _, start := range []time.Time{prev, cur} {
+		end := start.AddDate(0, 1, 0)
+		res, err := j.inv.Run(ctx, start, end)
+		if err != nil {
+			j.env.Log.Error("invoice run failed", "period", start.Format("2006-01"), "err", err)
+			errs = append(errs, err)
+			continue
+		}
+		for ws, err := range res.Failed {
+			j.env.Log.Error("workspace not invoiced", "workspace", ws, "period", start.Format("2006-01"), "err", err)
+			errs = append(errs, err)
+		}
+		j.env.Log.Info("invoice run done", "period", start.Format("2006-01"), "written", len(res.Written), "frozen", len(res.Frozen))
+	}
+	return errors.Join(errs...)
+}
+
+func runAggregate(ctx context.Context, env *Env, _ []string) error {
+	conn, err := openDB(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	j, err := newJobs(ctx, env, conn)
+	if err != nil {
+		return err
+	}
+	if aggregateOnce != nil && *aggregateOnce {
+		return errors.Join(j.rollup(ctx), j.invoices(ctx))
+	}
+	return j.schedule(ctx)
+}
+
+// schedule runs the jobs on their cron schedules until ctx ends, then waits for a
+// running job to finish.
+func (j *jobs) schedule(ctx context.Context) error {
+	c := cron.New(cron.WithLocation(time.UTC), cron.WithChain(cron.SkipIfStillRunning(cron.DiscardLogger)))
+	if _, err := c.AddFunc(j.env.Config.AggregateSchedule, func() { j.rollup(ctx) }); err != nil {
+		return fmt.Errorf("aggregate-schedule %q: %w", j.env.Config.AggregateSchedule, err)
+	}
+	if _, err := c.AddFunc(j.env.Config.InvoiceSchedule, func() { j.invoices(ctx) }); err != nil {
+		return fmt.Errorf("invoice-schedule %q: %w", j.env.Config.InvoiceSchedule, err)
+	}
+	c.Start()
+	j.env.Log.Info("scheduled", "rollup", j.env.Config.AggregateSchedule, "invoices", j.env.Config.InvoiceSchedule)
+	<-ctx.Done()
+	<-c.Stop().Done()
+	return nil
+}
+
+func runAPI(ctx context.Context, env *Env, _ []string) error {
+	c := env.Config
+	conn, err := openDB(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	auth, err := newAuthenticator(ctx, env, conn)
+	if err != nil {
+		return err
+	}
+	prices, err := invoice.LoadPriceBook(c.PricesFile)
+	if err != nil {
+		return err
+	}
+	inv, err := invoice.New(invoice.Config{Database: c.ClickHouse.Database, Grace: c.InvoiceGrace}, conn, prices)
+	if err != nil {
+		return err
+	}
+	srv, err := api.New(api.Config{Database: c.ClickHouse.Database}, conn, auth, inv, env.Log)
+	if err != nil {
+		return err
+	}
+	return serveHTTP(ctx, env, "api", c.APIAddr, srv.Handler())
+}
+
+func runSim(ctx context.Context, env *Env, _ []string) error {
+	s := &simupstream.Server{APIKey: env.Config.SimAPIKey}
+	return serveHTTP(ctx, env, "sim-upstream", env.Config.SimAddr, s.Handler())
+}
+
+var allWithSim *bool
+
+func allFlags(fs *flag.FlagSet) {
+	allWithSim = fs.Bool("with-sim", false, "also run the simulated upstream")
+}
+
+// runAll runs every role in one process; the first role to fail stops the others.
+func runAll(ctx context.Context, env *Env, _ []string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	roles := map[string]command{"gateway": runGateway, "ingest": runIngest, "aggregate": runAggregate, "api": runAPI}
+	if allWithSim != nil && *allWithSim {
+		roles["sim-upstream"] = runSim
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(roles))
+	for name, role := range roles {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			renv := *env
+			renv.Log = env.Log.With("role", name)
+			if err := role(ctx, &renv, nil); err != nil {
+				errs <- fmt.Errorf("%s: %w", name, err)
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	return errors.Join(all...)
+}
+
+func runMigrate(ctx context.Context, env *Env, _ []string) error {
+	c := env.Config
+	conn, err := openDB(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	applied, err := schema.Migrate(ctx, conn, c.ClickHouse.Database)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Out, "clickhouse %s: applied migrations %v\n", c.ClickHouse.Database, applied)
+	if err := kafkaadmin.EnsureTopic(ctx, c.brokers(), c.KafkaTopic, c.KafkaPartitions, c.KafkaReplication); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Out, "kafka topic %s: ready\n", c.KafkaTopic)
+	prices, err := invoice.LoadPriceBook(c.PricesFile)
+	if err != nil {
+		return err
+	}
+	if err := prices.Sync(ctx, conn, c.ClickHouse.Database); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Out, "price book %s: stored\n", c.PricesFile)
+	return nil
+}

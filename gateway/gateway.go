@@ -1,0 +1,353 @@
+// Package gateway serves the OpenAI-compatible POST /v1/chat/completions: it authenticates
+// the workspace key, routes the model to its upstream, returns the upstream's completion
+// untouched and emits exactly one usage event per completion to a Publisher.
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/venna/metering/apikey"
+	"github.com/venna/metering/internal/apierr"
+	"github.com/venna/metering/schema"
+)
+
+// Authenticator resolves a bearer token to its workspace.
+type Authenticator interface {
+	Authenticate(token string) (apikey.Principal, error)
+}
+
+// Publisher takes usage events off the request path. Publish must not wait on Kafka.
+type Publisher interface {
+	Publish(ctx context.Context, ev schema.UsageEvent) error
+}
+
+// Config configures the gateway handler.
+type Config struct {
+	Routes          Routes
+	UpstreamTimeout time.Duration // whole upstream exchange; default 10m
+	MaxBodyBytes    int64         // request body limit; default 16 MiB
+}
+
+// Validate names the first bad field.
+func (c Config) Validate() error {
+	switch {
+	case len(c.Routes) == 0:
+		return errors.New("gateway: Routes is empty (VENNA_ROUTES_FILE)")
+	case c.UpstreamTimeout < 0:
+		return errors.New("gateway: UpstreamTimeout is negative")
+	case c.MaxBodyBytes < 0:
+		return errors.New("gateway: MaxBodyBytes is negative")
+	}
+	return nil
+}
+
+// Gateway is the chat completions handler.
+type Gateway struct {
+	cfg    Config
+	auth   Authenticator
+	pub    Publisher
+	client *http.Client
+	log    *slog.Logger
+	now    func() time.Time
+}
+
+// New returns a Gateway; it refuses an invalid Config.
+func New(cfg Config, auth Authenticator, pub Publisher, log *slog.Logger) (*Gateway, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.UpstreamTimeout == 0 {
+		cfg.UpstreamTimeout = 10 * time.Minute
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = 16 << 20
+	}
+	tr := &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        1024,
+		MaxIdleConnsPerHost: 512,
+		IdleConnTimeout:     90 * time.Second,
+		ForceAttemptHTTP2:   true,
+	}
+	return &Gateway{cfg: cfg, auth: auth, pub: pub, log: log, now: time.Now,
+		client: &http.Client{Transport: tr}}, nil
+}
+
+// Handler returns the gateway's routes.
+func (g *Gateway) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/chat/completions", g.chatCompletions)
+	mux.HandleFunc("GET /v1/models", g.models)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		apierr.Write(w, http.StatusNotFound, "invalid_request_error", "unknown_url",
+			fmt.Sprintf("Unknown request URL: %s %s", r.Method, r.URL.Path), "")
+	})
+	return mux
+}
+
+// chatRequest is the part of the request the gateway reads; everything else passes through.
+type chatRequest struct {
+	Model    *string         `json:"model"`
+	Messages json.RawMessage `json:"messages"`
+	Stream   bool            `json:"stream"`
+}
+
+func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request) (apikey.Principal, bool) {
+	h := r.Header.Get("Authorization")
+	token, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || strings.TrimSpace(token) == "" {
+		apierr.Write(w, http.StatusUnauthorized, "invalid_request_error", "missing_api_key",
+			"You didn't provide an API key. Provide it in the Authorization header as 'Bearer vk_...'.", "")
+		return apikey.Principal{}, false
+	}
+	p, err := g.auth.Authenticate(strings.TrimSpace(token))
+	if err != nil {
+		apierr.Write(w, http.StatusUnauthorized, "invalid_request_error", "invalid_api_key",
+			"Incorrect API key provided.", "")
+		return apikey.Principal{}, false
+	}
+	return p, true
+}
+
+func (g *Gateway) models(w http.ResponseWriter, r *http.Request) {
+	if _, ok := g.authenticate(w, r); !ok {
+		return
+	}
+	type model struct {
+		ID      string `json:"id"`
+		Object  string `json:"object"`
+		Created int64  `json:"created"`
+		OwnedBy string `json:"owned_by"`
+	}
+	var data []model
+	for _, m := range g.cfg.Routes.Models() {
+		data = append(data, model{ID: m, Object: "model", OwnedBy: g.cfg.Routes[m].Upstream})
+	}
+	apierr.JSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
+}
+
+func (g *Gateway) chatCompletions(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		apierr.Write(w, http.StatusMethodNotAllowed, "invalid_request_error", "method_not_allowed",
+			fmt.Sprintf("Method %s is not allowed on /v1/chat/completions; use POST.", r.Method), "")
+		return
+	}
+	start := g.now()
+	p, ok := g.authenticate(w, r)
+	if !ok {
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			apierr.Write(w, http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large",
+				fmt.Sprintf("Request body exceeds %d bytes.", g.cfg.MaxBodyBytes), "")
+			return
+		}
+		apierr.Write(w, http.StatusBadRequest, "invalid_request_error", "invalid_body", "Could not read the request body.", "")
+		return
+	}
+	var req chatRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		apierr.Write(w, http.StatusBadRequest, "invalid_request_error", "invalid_json",
+			"We could not parse the JSON body of your request: "+err.Error(), "")
+		return
+	}
+	if req.Model == nil || *req.Model == "" {
+		apierr.Write(w, http.StatusBadRequest, "invalid_request_error", "missing_required_parameter",
+			"Missing required parameter: 'model'.", "model")
+		return
+	}
+	if m := bytes.TrimSpace(req.Messages); len(m) == 0 || bytes.Equal(m, []byte("null")) {
+		apierr.Write(w, http.StatusBadRequest, "invalid_request_error", "missing_required_parameter",
+			"Missing required parameter: 'messages'.", "messages")
+		return
+	} else if m[0] != '[' || bytes.Equal(m, []byte("[]")) {
+		apierr.Write(w, http.StatusBadRequest, "invalid_request_error", "invalid_value",
+			"Invalid 'messages': expected a non-empty array of messages.", "messages")
+		return
+	}
+	route, ok := g.cfg.Routes[*req.Model]
+	if !ok {
+		apierr.Write(w, http.StatusNotFound, "invalid_request_error", "model_not_found",
+			fmt.Sprintf("The model '%s' does not exist or you do not have access to it.", *req.Model), "model")
+		return
+	}
+	if req.Stream {
+		apierr.Write(w, http.StatusBadRequest, "invalid_request_error", "unsupported_parameter",
+			"Streaming is not supported by this gateway yet; send stream: false.", "stream")
+		return
+	}
+	if route.UpstreamModel != route.Model {
+		body, err = rewriteModel(body, route.UpstreamModel)
+		if err != nil {
+			apierr.Write(w, http.StatusBadRequest, "invalid_request_error", "invalid_json", err.Error(), "")
+			return
+		}
+	}
+	g.forward(w, r, p, route, body, start)
+}
+
+// rewriteModel replaces the top-level "model" while keeping every other field as sent.
+func rewriteModel(body []byte, model string) ([]byte, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil {
+		return nil, fmt.Errorf("request body must be a JSON object: %w", err)
+	}
+	m, _ := json.Marshal(model)
+	fields["model"] = m
+	return json.Marshal(fields)
+}
+
+// upstreamUsage is the usage object of an OpenAI chat completion.
+type upstreamUsage struct {
+	ID    string `json:"id"`
+	Usage *struct {
+		PromptTokens        int64 `json:"prompt_tokens"`
+		CompletionTokens    int64 `json:"completion_tokens"`
+		TotalTokens         int64 `json:"total_tokens"`
+		PromptTokensDetails *struct {
+			CachedTokens int64 `json:"cached_tokens"`
+		} `json:"prompt_tokens_details"`
+		CompletionTokensDetails *struct {
+			ReasoningTokens          int64 `json:"reasoning_tokens"`
+			AcceptedPredictionTokens int64 `json:"accepted_prediction_tokens"`
+			RejectedPredictionTokens int64 `json:"rejected_prediction_tokens"`
+		} `json:"completion_tokens_details"`
+	} `json:"usage"`
+}
+
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, p apikey.Principal, route Route, body []byte, start time.Time) {
+	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.UpstreamTimeout)
+	defer cancel()
+	up, err := http.NewRequestWithContext(ctx, http.MethodPost, route.BaseURL+"/chat/completions", bytes.NewReader(body))
+	if err != nil {
+		apierr.Write(w, http.StatusInternalServerError, "server_error", "internal_error", "Could not build the upstream request.", "")
+		return
+	}
+	up.Header.Set("Content-Type", "application/json")
+	up.Header.Set("Accept", "application/json")
+	if route.APIKey != "" {
+		up.Header.Set("Authorization", "Bearer "+route.APIKey)
+	}
+	resp, err := g.client.Do(up)
+	if err != nil {
+		status, code, msg := http.StatusBadGateway, "upstream_unreachable", "The upstream provider could not be reached."
+		if errors.Is(err, context.DeadlineExceeded) {
+			status, code, msg = http.StatusGatewayTimeout, "upstream_timeout", "The upstream provider did not answer in time."
+		}
+		if r.Context().Err() == nil {
+			g.log.Warn("upstream request failed", "upstream", route.Upstream, "model", route.Model, "err", err)
+		}
+		apierr.Write(w, status, "upstream_error", code, msg, "")
+		return
+	}
+	defer resp.Body.Close()
+	respBody, err := io.ReadAll(resp.Body)
+	if err != nil {
+		apierr.Write(w, http.StatusBadGateway, "upstream_error", "upstream_read_failed", "The upstream provider's answer was cut off.", "")
+		return
+	}
+	if resp.StatusCode != http.StatusOK {
+		g.upstreamFailed(w, route, resp.StatusCode, respBody)
+		return
+	}
+	var u upstreamUsage
+	if err := json.Unmarshal(respBody, &u); err != nil {
+		apierr.Write(w, http.StatusBadGateway, "upstream_error", "upstream_bad_response", "The upstream provider answered with invalid JSON.", "")
+		return
+	}
+	ev := schema.UsageEvent{
+		SchemaVersion: schema.EventVersion,
+		EventID:       newEventID(),
+		OccurredAt:    start.UTC(),
+		WorkspaceID:   p.WorkspaceID,
+		APIKeyID:      p.KeyID,
+		Model:         route.Model,
+		Upstream:      route.Upstream,
+		UpstreamModel: route.UpstreamModel,
+		RequestID:     u.ID,
+		Status:        schema.StatusOK,
+		HTTPStatus:    http.StatusOK,
+		LatencyMS:     g.now().Sub(start).Milliseconds(),
+	}
+	if u.Usage == nil {
+		// The upstream did not report usage: estimate from the bytes exchanged rather than
+		// serve an unbilled completion, and mark the event so analysts can tell.
+		ev.Estimated = true
+		ev.PromptTokens = estimateTokens(len(body))
+		ev.CompletionTokens = estimateTokens(len(respBody))
+	} else {
+		ev.PromptTokens = u.Usage.PromptTokens
+		ev.CompletionTokens = u.Usage.CompletionTokens
+		if d := u.Usage.PromptTokensDetails; d != nil {
+			ev.CachedTokens = d.CachedTokens
+		}
+		if d := u.Usage.CompletionTokensDetails; d != nil {
+			ev.ReasoningTokens = d.ReasoningTokens
+			ev.AcceptedPredictionTokens = d.AcceptedPredictionTokens
+			ev.RejectedPredictionTokens = d.RejectedPredictionTokens
+		}
+	}
+	ev.TotalTokens = ev.PromptTokens + ev.CompletionTokens
+	// The event is handed over before the client sees its completion: a completion that
+	// got a 200 always has its event queued.
+	if err := g.pub.Publish(r.Context(), ev); err != nil {
+		g.log.Error("usage event not queued; completion withheld", "workspace", ev.WorkspaceID, "event_id", ev.EventID, "err", err)
+		apierr.Write(w, http.StatusServiceUnavailable, "server_error", "usage_unavailable",
+			"The completion could not be metered; retry shortly.", "")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	w.Write(respBody)
+}
+
+// upstreamFailed passes an upstream's OpenAI-style client error through, and maps server
+// errors to 502 so that clients can tell the gateway from the provider.
+func (g *Gateway) upstreamFailed(w http.ResponseWriter, route Route, status int, body []byte) {
+	var env struct {
+		Error *struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	msg := fmt.Sprintf("The upstream provider answered %d.", status)
+	if json.Unmarshal(body, &env) == nil && env.Error != nil && env.Error.Message != "" {
+		msg = "Upstream: " + env.Error.Message
+	}
+	switch {
+	case status == http.StatusTooManyRequests:
+		apierr.Write(w, status, "rate_limit_error", "upstream_rate_limited", msg, "")
+	case status >= 400 && status < 500 && status != http.StatusUnauthorized && status != http.StatusForbidden:
+		apierr.Write(w, status, "invalid_request_error", "upstream_rejected", msg, "")
+	default:
+		// 401/403 from the upstream is the operator's misconfigured key, not the client's.
+		g.log.Warn("upstream error", "upstream", route.Upstream, "model", route.Model, "status", status)
+		apierr.Write(w, http.StatusBadGateway, "upstream_error", "upstream_error", msg, "")
+	}
+}
+
+func estimateTokens(bytes int) int64 { return int64((bytes + 3) / 4) }
+
+func newEventID() string {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return uuid.NewString()
+	}
+	return id.String()
+}

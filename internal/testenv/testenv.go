@@ -1,0 +1,96 @@
+// Package testenv gives tests the real ClickHouse server and Kafka broker that
+// scripts/test.sh starts once per run (or any servers named by VENNA_CLICKHOUSE_ADDR and
+// VENNA_KAFKA_BROKERS), with a fresh database or topic per test.
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/venna/metering/internal/chdb"
+	"github.com/venna/metering/internal/kafkaadmin"
+	"github.com/venna/metering/schema"
+)
+
+const hint = "start the services with scripts/test.sh (or scripts/services.sh start and export what it prints)"
+
+// ClickHouseAddr returns the server's native address, failing the test if none is set.
+func ClickHouseAddr(t testing.TB) string {
+	t.Helper()
+	addr := os.Getenv("VENNA_CLICKHOUSE_ADDR")
+	if addr == "" {
+		t.Fatalf("VENNA_CLICKHOUSE_ADDR is not set: %s", hint)
+	}
+	return addr
+}
+
+// KafkaBrokers returns the broker list, failing the test if none is set.
+func KafkaBrokers(t testing.TB) []string {
+	t.Helper()
+	b := os.Getenv("VENNA_KAFKA_BROKERS")
+	if b == "" {
+		t.Fatalf("VENNA_KAFKA_BROKERS is not set: %s", hint)
+	}
+	return strings.Split(b, ",")
+}
+
+var unsafe = regexp.MustCompile(`[^a-z0-9_]+`)
+
+// Name returns a short identifier unique to this test run, safe for databases and topics.
+func Name(t testing.TB) string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	n := unsafe.ReplaceAllString(strings.ToLower(t.Name()), "_")
+	if len(n) > 40 {
+		n = n[:40]
+	}
+	return "t_" + n + "_" + hex.EncodeToString(b)
+}
+
+// ClickHouse returns a config for a new, migrated database and a connection to it.
+// The database is dropped when the test ends.
+func ClickHouse(t testing.TB) (chdb.Config, driver.Conn) {
+	t.Helper()
+	cfg := chdb.Config{
+		Addr:     ClickHouseAddr(t),
+		Database: Name(t),
+		User:     os.Getenv("VENNA_CLICKHOUSE_USER"),
+		Password: os.Getenv("VENNA_CLICKHOUSE_PASSWORD"),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	conn, err := chdb.Open(ctx, cfg)
+	if err != nil {
+		t.Fatalf("clickhouse: %v (%s)", err, hint)
+	}
+	if _, err := schema.Migrate(ctx, conn, cfg.Database); err != nil {
+		t.Fatalf("migrate %s: %v", cfg.Database, err)
+	}
+	t.Cleanup(func() {
+		if os.Getenv("VENNA_TEST_KEEP") == "" {
+			conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+cfg.Database)
+		}
+		conn.Close()
+	})
+	return cfg, conn
+}
+
+// Topic creates a new topic with the given partitions and returns the brokers and its name.
+func Topic(t testing.TB, partitions int) ([]string, string) {
+	t.Helper()
+	brokers := KafkaBrokers(t)
+	topic := Name(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := kafkaadmin.EnsureTopic(ctx, brokers, topic, partitions, 1); err != nil {
+		t.Fatalf("create topic %s: %v (%s)", topic, err, hint)
+	}
+	return brokers, topic
+}

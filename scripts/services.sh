@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Installs (if missing) and starts/stops the real services Venna needs on one machine:
+# a ClickHouse server and a single-node Apache Kafka broker in KRaft mode, each as a plain
+# process with its config and data under $VENNA_STATE_DIR, on ports of ours.
+#
+#   scripts/services.sh start   # install + start both, wait until they answer
+#   scripts/services.sh stop    # stop both
+#   scripts/services.sh env     # print the env vars that point Venna and the tests at them
+#   scripts/services.sh kafka-stop | kafka-start | clickhouse-stop | clickhouse-start
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STATE=${VENNA_STATE_DIR:-/tmp/venna-stack}
+CACHE=${VENNA_CACHE_DIR:-$HOME/.cache/venna}
+CH_TCP_PORT=${VENNA_CH_TCP_PORT:-19000}
+CH_HTTP_PORT=${VENNA_CH_HTTP_PORT:-18123}
+KAFKA_PORT=${VENNA_KAFKA_PORT:-19092}
+KAFKA_CONTROLLER_PORT=${VENNA_KAFKA_CONTROLLER_PORT:-19093}
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/deploy/kafka/pom.xml")
+KAFKA_JARS="$CACHE/kafka-$KAFKA_VERSION"
+
+log() { printf '[services] %s\n' "$*" >&2; }
+
+wait_for() { # wait_for NAME SECONDS CMD...
+  local name=$1 secs=$2; shift 2
+  for _ in $(seq 1 $((secs * 5))); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  log "$name did not come up in ${secs}s"; return 1
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+stop_pid() { # stop_pid PIDFILE [SIGNAL]
+  local f=$1 sig=${2:-TERM}
+  if pid_alive "$f"; then
+    local pid; pid=$(cat "$f")
+    kill "-$sig" "$pid" 2>/dev/null || true
+    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
+install_clickhouse() {
+  command -v clickhouse-server >/dev/null && return 0
+  log "installing clickhouse-server from Debian"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null
+}
+
+clickhouse_start() {
+  install_clickhouse
+  local dir="$STATE/clickhouse"
+  if pid_alive "$dir/pid" && port_open "$CH_TCP_PORT"; then return 0; fi
+  mkdir -p "$dir/data" "$dir/tmp" "$dir/user_files" "$dir/format_schemas" "$dir/log"
+  cat > "$dir/config.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>$dir/log/server.log</log><errorlog>$dir/log/error.log</errorlog><console>0</console></logger>
+  <listen_host>127.0.0.1</listen_host>
+  <tcp_port>$CH_TCP_PORT</tcp_port>
+  <http_port>$CH_HTTP_PORT</http_port>
+  <path>$dir/data/</path>
+  <tmp_path>$dir/tmp/</tmp_path>
+  <user_files_path>$dir/user_files/</user_files_path>
+  <format_schema_path>$dir/format_schemas/</format_schema_path>
+  <timezone>UTC</timezone>
+  <mark_cache_size>268435456</mark_cache_size>
+  <max_concurrent_queries>200</max_concurrent_queries>
+  <users_config>$ROOT/deploy/clickhouse/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+</yandex>
+XML
+  log "starting ClickHouse $(clickhouse-client --version 2>/dev/null | awk '{print $NF}') on 127.0.0.1:$CH_TCP_PORT"
+  clickhouse-server --config-file="$dir/config.xml" >"$dir/log/stdout.log" 2>&1 &
+  echo $! > "$dir/pid"
+  wait_for clickhouse 60 clickhouse-client --port "$CH_TCP_PORT" --query "SELECT 1"
+}
+
+clickhouse_stop() { stop_pid "$STATE/clickhouse/pid" "${1:-TERM}"; }
+
+fetch_kafka() {
+  [ -f "$KAFKA_JARS/.complete" ] && return 0
+  log "fetching Apache Kafka $KAFKA_VERSION jars from Maven Central into $KAFKA_JARS"
+  mkdir -p "$KAFKA_JARS"
+  mvn -q -B -f "$ROOT/deploy/kafka/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$KAFKA_JARS" >&2
+  touch "$KAFKA_JARS/.complete"
+}
+
+kafka_start() {
+  fetch_kafka
+  local dir="$STATE/kafka"
+  if pid_alive "$dir/pid" && port_open "$KAFKA_PORT"; then return 0; fi
+  mkdir -p "$dir/data"
+  cat > "$dir/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$dir/data
+num.partitions=4
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+log.retention.hours=168
+PROPS
+  local cp="$KAFKA_JARS/*"
+  if [ ! -f "$dir/data/meta.properties" ]; then
+    java -cp "$cp" kafka.tools.StorageTool format -t "$(java -cp "$cp" kafka.tools.StorageTool random-uuid)" \
+      -c "$dir/server.properties" >"$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; return 1; }
+  fi
+  log "starting Apache Kafka $KAFKA_VERSION (KRaft) on 127.0.0.1:$KAFKA_PORT"
+  java -Xms256m -Xmx1g -XX:+UseG1GC -cp "$cp" kafka.Kafka "$dir/server.properties" >"$dir/server.log" 2>&1 &
+  echo $! > "$dir/pid"
+  wait_for kafka 90 port_open "$KAFKA_PORT"
+}
+
+kafka_stop() { stop_pid "$STATE/kafka/pid" "${1:-TERM}"; }
+
+print_env() {
+  cat <<ENV
+export VENNA_CLICKHOUSE_ADDR=127.0.0.1:$CH_TCP_PORT
+export VENNA_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
+ENV
+}
+
+case "${1:-}" in
+  start) clickhouse_start; kafka_start; print_env ;;
+  stop) kafka_stop; clickhouse_stop ;;
+  env) print_env ;;
+  clickhouse-start) clickhouse_start ;;
+  clickhouse-stop) clickhouse_stop "${2:-TERM}" ;;
+  kafka-start) kafka_start ;;
+  kafka-stop) kafka_stop "${2:-TERM}" ;;
+  fetch) fetch_kafka; install_clickhouse ;;
+  *) echo "usage: $0 start|stop|env|fetch|kafka-start|kafka-stop [SIG]|clickhouse-start|clickhouse-stop [SIG]" >&2; exit 2 ;;
+esac
