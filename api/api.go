@@ -100,7 +100,9 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 	})
 }
 
-func principal(r *http.Request) apikey.Principal { return r.Context().Value(ctxKey{}).(apikey.Principal) }
+func principal(r *http.Request) apikey.Principal {
+	return r.Context().Value(ctxKey{}).(apikey.Principal)
+}
 
 func badParam(w http.ResponseWriter, param, msg string) {
 	apierr.Write(w, http.StatusBadRequest, "invalid_request_error", "invalid_parameter", msg, param)

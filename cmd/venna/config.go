@@ -44,7 +44,7 @@ type Config struct {
 // setting is one flag with its environment variable; the table is the config reference.
 type setting struct {
 	flag, env, def, help string
-	bind               func(fs *flag.FlagSet, name, def, help string)
+	bind                 func(fs *flag.FlagSet, name, def, help string)
 }
 
 func str(p *string) func(*flag.FlagSet, string, string, string) {
