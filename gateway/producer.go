@@ -78,6 +78,7 @@ func NewProducer(cfg ProducerConfig, log *slog.Logger) (*Producer, error) {
 			WriteTimeout:           10 * time.Second,
 			Compression:            kafka.Lz4,
 			AllowAutoTopicCreation: false,
+			Transport:              &kafka.Transport{}, // not the shared default: its metadata cache is process-wide
 		},
 		queue: make(chan schema.UsageEvent, cfg.QueueSize),
 		log:   log,

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -54,14 +55,16 @@ type Consumer struct {
 	reader *kafka.Reader
 	log    *slog.Logger
 	now    func() time.Time
-	stats  Stats
+	stats  struct{ inserted, invalid, batches atomic.Int64 }
+	// afterInsert, when set (tests), runs between the insert and the commit.
+	afterInsert func() error
 }
 
-// Stats counts what a consumer did; read it after Run returns.
+// Stats counts what a consumer did.
 type Stats struct {
 	Inserted int64 // rows inserted (duplicates within a batch excluded)
 	Invalid  int64 // messages that broke the contract and were skipped
-	Batches  int64
+	Batches  int64 // batches inserted and committed
 }
 
 // New returns a consumer; it refuses an invalid Config.
@@ -99,7 +102,9 @@ func New(cfg Config, conn driver.Conn, log *slog.Logger) (*Consumer, error) {
 }
 
 // Stats returns the consumer's counters.
-func (c *Consumer) Stats() Stats { return c.stats }
+func (c *Consumer) Stats() Stats {
+	return Stats{Inserted: c.stats.inserted.Load(), Invalid: c.stats.invalid.Load(), Batches: c.stats.batches.Load()}
+}
 
 // Run consumes until ctx ends, then flushes what it holds, commits, and leaves the group.
 func (c *Consumer) Run(ctx context.Context) error {
@@ -157,7 +162,11 @@ func (c *Consumer) flush(ctx context.Context, batch []kafka.Message) error {
 	rows := c.decode(batch)
 	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		err := c.insert(ctx, rows)
+		// An insert once started is not cut off by shutdown: cancelling it midway leaves it
+		// unknown whether the server stored the rows, which costs a redelivery.
+		insCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		err := c.insert(insCtx, rows)
+		cancel()
 		if err == nil {
 			break
 		}
@@ -172,12 +181,21 @@ func (c *Consumer) flush(ctx context.Context, batch []kafka.Message) error {
 		}
 		backoff = min(backoff*2, c.cfg.MaxBackoff)
 	}
-	if err := c.reader.CommitMessages(ctx, batch...); err != nil {
+	if c.afterInsert != nil {
+		if err := c.afterInsert(); err != nil {
+			return err
+		}
+	}
+	// The rows are stored: commit even if shutdown began meanwhile, so that a graceful stop
+	// redelivers nothing.
+	commitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	if err := c.reader.CommitMessages(commitCtx, batch...); err != nil {
 		// The rows are stored; an uncommitted offset only means redelivery, which dedup absorbs.
 		return fmt.Errorf("commit %d offsets: %w", len(batch), err)
 	}
-	c.stats.Inserted += int64(len(rows))
-	c.stats.Batches++
+	c.stats.inserted.Add(int64(len(rows)))
+	c.stats.batches.Add(1)
 	return nil
 }
 
@@ -198,7 +216,7 @@ func (c *Consumer) decode(batch []kafka.Message) []row {
 			err = ev.Validate()
 		}
 		if err != nil {
-			c.stats.Invalid++
+			c.stats.invalid.Add(1)
 			c.log.Error("invalid usage event skipped", "partition", m.Partition, "offset", m.Offset, "err", err)
 			continue
 		}

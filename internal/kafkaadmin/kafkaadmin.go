@@ -37,5 +37,26 @@ func EnsureTopic(ctx context.Context, brokers []string, topic string, partitions
 	if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
 		return fmt.Errorf("create topic %s: %w", topic, err)
 	}
-	return nil
+	// CreateTopics returns before every broker knows the topic: wait until each partition
+	// has a leader, so that a producer started next does not fail on it.
+	for {
+		parts, err := conn.ReadPartitions(topic)
+		if err == nil && len(parts) > 0 && allLed(parts) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("topic %s has no leaders yet: %w", topic, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func allLed(parts []kafka.Partition) bool {
+	for _, p := range parts {
+		if p.Leader.Host == "" {
+			return false
+		}
+	}
+	return true
 }
