@@ -127,7 +127,11 @@ func configTable() string {
 	b.WriteString("| flag | environment variable | default | meaning |\n|---|---|---|---|\n")
 	var c Config
 	for _, s := range c.settings() {
-		fmt.Fprintf(&b, "| `--%s` | `%s` | `%s` | %s |\n", s.flag, s.env, s.def, s.help)
+		def := "`" + s.def + "`"
+		if s.def == "" {
+			def = "(empty)"
+		}
+		fmt.Fprintf(&b, "| `--%s` | `%s` | %s | %s |\n", s.flag, s.env, def, s.help)
 	}
 	return b.String()
 }

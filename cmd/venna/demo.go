@@ -254,7 +254,7 @@ func printWorkspace(ctx context.Context, env *Env, client *http.Client, apiURL s
 	}
 	fmt.Fprintf(env.Out, "\n=== %s (%s) ===\nusage (GET /v1/usage, hourly, by model):\n", d.ws.Name, d.ws.ID)
 	tw := tabwriter.NewWriter(env.Out, 2, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "hour (UTC)\tmodel\trequests\tinput\tcached\toutput\treasoning\t")
+	fmt.Fprintln(tw, "hour (UTC)\tmodel\trequests\tinput (incl. cached)\tcached\toutput (incl. reasoning)\treasoning\t")
 	var got struct{ ok, prompt, cached, completion, reasoning int64 }
 	for _, b := range page.Data {
 		for _, r := range b.Results {

@@ -108,7 +108,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return fmt.Errorf("unknown command %q (venna --help lists them)", name)
 	}
 	env := &Env{Out: out}
-	fs := flag.NewFlagSet("venna "+name, flag.ContinueOnError)
+	fs := newFlagSet(name)
 	env.Config.bind(fs)
 	if cmd.extra != nil {
 		cmd.extra(fs)
@@ -125,6 +125,12 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	env.Log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("role", name)
 	env.Flags = fs
 	return cmd.run(ctx, env, rest)
+}
+
+func newFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet("venna "+name, flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	return fs
 }
 
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {

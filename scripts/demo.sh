@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The main job, on one machine: starts a real ClickHouse and a real Kafka broker
+# (installing/fetching them if missing), migrates, runs every Venna role plus the simulated
+# upstream in one process, sends completions for two workspaces through the gateway, and
+# prints each workspace's usage and invoice as the REST API serves them.
+#   REQUESTS=500 scripts/demo.sh        # more traffic
+#   VENNA_KEEP_RUNNING=1 scripts/demo.sh  # leave the stack up afterwards (stop: scripts/services.sh stop)
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+export VENNA_STATE_DIR=${VENNA_STATE_DIR:-/tmp/venna-stack}
+eval "$(scripts/services.sh start)"
+export VENNA_CLICKHOUSE_DATABASE=${VENNA_CLICKHOUSE_DATABASE:-venna}
+
+mkdir -p bin
+go build -o bin/venna ./cmd/venna
+bin/venna migrate
+
+bin/venna all --with-sim >"$VENNA_STATE_DIR/venna.log" 2>&1 &
+pid=$!
+cleanup() {
+  kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+  if [ -z "${VENNA_KEEP_RUNNING:-}" ]; then scripts/services.sh stop; fi
+}
+trap cleanup EXIT
+for _ in $(seq 1 100); do
+  (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/8081) 2>/dev/null && break
+  kill -0 "$pid" 2>/dev/null || { cat "$VENNA_STATE_DIR/venna.log" >&2; exit 1; }
+  sleep 0.1
+done
+bin/venna demo --requests "${REQUESTS:-150}" 2> >(grep -v '"level":"INFO"' >&2)
+echo
+echo "logs of the roles: $VENNA_STATE_DIR/venna.log"
