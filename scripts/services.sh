@@ -122,7 +122,9 @@ log.retention.hours=168
 PROPS
   local cp="$KAFKA_JARS/*"
   if [ ! -f "$dir/data/meta.properties" ]; then
-    java -cp "$cp" kafka.tools.StorageTool format -t "$(java -cp "$cp" kafka.tools.StorageTool random-uuid)" \
+    # A cluster ID is 16 random bytes, base64url without padding (what `random-uuid` prints).
+    local cluster_id; cluster_id=$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22)
+    java -cp "$cp" kafka.tools.StorageTool format -t "$cluster_id" \
       -c "$dir/server.properties" >"$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; return 1; }
   fi
   log "starting Apache Kafka $KAFKA_VERSION (KRaft) on 127.0.0.1:$KAFKA_PORT"
