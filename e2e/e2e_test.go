@@ -73,7 +73,8 @@ models:
 	if err != nil {
 		t.Fatal(err)
 	}
-	prod, err := gateway.NewProducer(gateway.ProducerConfig{Brokers: brokers, Topic: topic}, log)
+	prod, err := gateway.NewProducer(gateway.ProducerConfig{Brokers: brokers, Topic: topic,
+		Spool: gateway.SpoolConfig{Dir: t.TempDir()}}, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,11 +2,12 @@ package gateway
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -17,9 +18,9 @@ import (
 type ProducerConfig struct {
 	Brokers    []string
 	Topic      string
-	QueueSize  int           // events buffered in memory; default 65536
 	BatchSize  int           // events per Kafka produce; default 1000
 	MaxBackoff time.Duration // cap on the retry delay while Kafka is unreachable; default 5s
+	Spool      SpoolConfig
 }
 
 // Validate names the first bad field.
@@ -29,35 +30,32 @@ func (c ProducerConfig) Validate() error {
 		return errors.New("producer: Brokers (VENNA_KAFKA_BROKERS) is empty")
 	case c.Topic == "":
 		return errors.New("producer: Topic (VENNA_KAFKA_TOPIC) is empty")
-	case c.QueueSize < 0 || c.BatchSize < 0:
-		return errors.New("producer: QueueSize and BatchSize must not be negative")
+	case c.BatchSize < 0:
+		return errors.New("producer: BatchSize must not be negative")
 	}
-	return nil
+	return c.Spool.Validate()
 }
 
-// ErrQueueClosed is returned by Publish after Close.
-var ErrQueueClosed = errors.New("usage queue closed")
-
-// Producer queues usage events in a bounded in-memory queue and ships them to Kafka in
-// batches from one goroutine, keyed by workspace ID so that a workspace's events keep
-// their order within a partition. A failed produce is retried with backoff, never dropped.
+// Producer makes usage events durable in the spool on Publish and ships them to Kafka
+// from one goroutine, oldest first, keyed by workspace ID so that a workspace's events
+// keep their order within a partition. A failed produce is retried with backoff, never
+// dropped; while Kafka is unreachable events wait in the spool, which survives restarts.
 type Producer struct {
-	cfg    ProducerConfig
-	w      *kafka.Writer
-	queue  chan schema.UsageEvent
-	log    *slog.Logger
-	mu     sync.RWMutex
-	closed bool
-	done   chan struct{}
+	cfg   ProducerConfig
+	w     *kafka.Writer
+	spool *Spool
+	log   *slog.Logger
+	stop  context.CancelFunc
+	done  chan struct{}
+
+	shipped, failures atomic.Int64
 }
 
-// NewProducer starts the shipping goroutine; Close drains and stops it.
+// NewProducer opens the spool (shipping what an earlier process left in it first) and
+// starts the shipping goroutine; Close drains and stops it.
 func NewProducer(cfg ProducerConfig, log *slog.Logger) (*Producer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
-	}
-	if cfg.QueueSize == 0 {
-		cfg.QueueSize = 65536
 	}
 	if cfg.BatchSize == 0 {
 		cfg.BatchSize = 1000
@@ -65,8 +63,14 @@ func NewProducer(cfg ProducerConfig, log *slog.Logger) (*Producer, error) {
 	if cfg.MaxBackoff == 0 {
 		cfg.MaxBackoff = 5 * time.Second
 	}
+	spool, err := OpenSpool(cfg.Spool, log)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
 	p := &Producer{
-		cfg: cfg,
+		cfg:   cfg,
+		spool: spool,
 		w: &kafka.Writer{
 			Addr:                   kafka.TCP(cfg.Brokers...),
 			Topic:                  cfg.Topic,
@@ -80,97 +84,113 @@ func NewProducer(cfg ProducerConfig, log *slog.Logger) (*Producer, error) {
 			AllowAutoTopicCreation: false,
 			Transport:              &kafka.Transport{}, // not the shared default: its metadata cache is process-wide
 		},
-		queue: make(chan schema.UsageEvent, cfg.QueueSize),
-		log:   log,
-		done:  make(chan struct{}),
+		log:  log,
+		stop: cancel,
+		done: make(chan struct{}),
 	}
-	go p.run()
+	go p.run(ctx)
 	return p, nil
 }
 
-// Publish enqueues ev. It waits only when the queue is full (Kafka has been unreachable
-// for a while), and then at most until ctx ends, returning the context's error.
-func (p *Producer) Publish(ctx context.Context, ev schema.UsageEvent) error {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.closed {
-		return ErrQueueClosed
+// Publish records ev durably (see Spool) and returns; shipping to Kafka happens later.
+// It fails only when the spool is full or closed: the caller must then withhold the
+// completion, since it could not be billed.
+func (p *Producer) Publish(_ context.Context, ev schema.UsageEvent) error {
+	val, err := json.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("encode usage event: %w", err)
 	}
-	select {
-	case p.queue <- ev:
-		return nil
-	default:
-	}
-	select {
-	case p.queue <- ev:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("usage queue full: %w", ctx.Err())
-	}
+	rec := make([]byte, 2+len(ev.WorkspaceID)+len(val))
+	binary.LittleEndian.PutUint16(rec, uint16(len(ev.WorkspaceID)))
+	copy(rec[2:], ev.WorkspaceID)
+	copy(rec[2+len(ev.WorkspaceID):], val)
+	return p.spool.Append(rec)
 }
 
-// Queued reports the events waiting to be shipped.
-func (p *Producer) Queued() int { return len(p.queue) }
+// ProducerStats counts what the producer did.
+type ProducerStats struct {
+	Shipped    int64 // events acknowledged by Kafka
+	Failures   int64 // failed produce attempts (each retried)
+	SpoolBytes int64 // bytes in the spool, shipped segments excluded
+}
 
-func (p *Producer) run() {
+// Stats returns the producer's counters.
+func (p *Producer) Stats() ProducerStats {
+	return ProducerStats{Shipped: p.shipped.Load(), Failures: p.failures.Load(), SpoolBytes: p.spool.Bytes()}
+}
+
+func (p *Producer) run(ctx context.Context) {
 	defer close(p.done)
-	batch := make([]kafka.Message, 0, p.cfg.BatchSize)
-	for ev := range p.queue {
-		batch = append(batch[:0], encode(ev))
-	fill:
-		for len(batch) < p.cfg.BatchSize {
-			select {
-			case ev, ok := <-p.queue:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, encode(ev))
-			default:
-				break fill
-			}
-		}
-		p.ship(batch)
-	}
-}
-
-// ship retries until Kafka takes the batch. A retry after a timeout may write a batch
-// twice; the event_id dedup downstream makes that harmless, while giving up would lose usage.
-func (p *Producer) ship(batch []kafka.Message) {
-	backoff := 50 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		err := p.w.WriteMessages(context.Background(), batch...)
-		if err == nil {
+	for {
+		recs, pos, err := p.spool.Next(ctx, p.cfg.BatchSize)
+		if ctx.Err() != nil {
 			return
 		}
-		if attempt == 1 || attempt%20 == 0 {
-			p.log.Warn("kafka produce failed; retrying", "events", len(batch), "attempt", attempt, "err", err)
+		if err != nil {
+			p.log.Error("read usage spool", "err", err)
+			time.Sleep(time.Second)
+			continue
 		}
-		time.Sleep(backoff)
+		msgs := make([]kafka.Message, 0, len(recs))
+		for _, r := range recs {
+			if len(r) < 2 || int(binary.LittleEndian.Uint16(r)) > len(r)-2 {
+				p.log.Error("malformed usage spool record skipped", "bytes", len(r))
+				continue
+			}
+			k := int(binary.LittleEndian.Uint16(r))
+			msgs = append(msgs, kafka.Message{Key: r[2 : 2+k], Value: r[2+k:]})
+		}
+		if !p.ship(ctx, msgs) {
+			return // stopping: the records stay in the spool for the next process
+		}
+		p.shipped.Add(int64(len(msgs)))
+		if err := p.spool.Ack(pos); err != nil {
+			p.log.Error("advance usage spool cursor", "err", err)
+		}
+	}
+}
+
+// ship retries until Kafka takes the batch or ctx ends. A retry after a timeout may write
+// a batch twice; the event_id dedup downstream makes that harmless, while giving up would
+// lose usage.
+func (p *Producer) ship(ctx context.Context, batch []kafka.Message) bool {
+	backoff := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := p.w.WriteMessages(ctx, batch...)
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		p.failures.Add(1)
+		if attempt == 1 || attempt%20 == 0 {
+			p.log.Warn("kafka produce failed; events wait in the spool", "events", len(batch), "attempt", attempt, "spool_bytes", p.spool.Bytes(), "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff):
+		}
 		backoff = min(backoff*2, p.cfg.MaxBackoff)
 	}
 }
 
-func encode(ev schema.UsageEvent) kafka.Message {
-	b, err := json.Marshal(ev)
-	if err != nil {
-		// UsageEvent has only plain fields; Marshal cannot fail on it.
-		panic(fmt.Sprintf("encode usage event: %v", err))
-	}
-	return kafka.Message{Key: []byte(ev.WorkspaceID), Value: b}
-}
-
-// Close stops taking events and waits until every queued event reached Kafka or ctx ends.
+// Close stops taking events and waits until the spool is shipped or ctx ends; what is
+// not shipped by then stays in the spool for the next start.
 func (p *Producer) Close(ctx context.Context) error {
-	p.mu.Lock()
-	if !p.closed {
-		p.closed = true
-		close(p.queue)
+	p.spool.closeAppends()
+	var err error
+	for p.spool.Pending() {
+		select {
+		case <-ctx.Done():
+			err = fmt.Errorf("drain usage spool: %d bytes left for the next start: %w", p.spool.Bytes(), ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+			continue
+		}
+		break
 	}
-	p.mu.Unlock()
-	select {
-	case <-p.done:
-		return p.w.Close()
-	case <-ctx.Done():
-		return fmt.Errorf("drain usage queue: %d events not shipped: %w", len(p.queue), ctx.Err())
-	}
+	p.stop()
+	<-p.done
+	return errors.Join(err, p.w.Close(), p.spool.Close())
 }

@@ -26,7 +26,9 @@ type Config struct {
 	PricesFile      string
 	KeyRefresh      time.Duration
 	UpstreamTimeout time.Duration
-	QueueSize       int
+	SpoolDir        string
+	SpoolMaxBytes   int64
+	SpoolSync       time.Duration
 
 	IngestGroup         string
 	IngestBatchSize     int
@@ -61,6 +63,16 @@ func num(p *int) func(*flag.FlagSet, string, string, string) {
 	}
 }
 
+func num64(p *int64) func(*flag.FlagSet, string, string, string) {
+	return func(fs *flag.FlagSet, n, d, h string) {
+		v, err := strconv.ParseInt(d, 10, 64)
+		if err != nil {
+			fatalf("%s: %q is not an integer", n, d)
+		}
+		fs.Int64Var(p, n, v, h)
+	}
+}
+
 func dur(p *time.Duration) func(*flag.FlagSet, string, string, string) {
 	return func(fs *flag.FlagSet, n, d, h string) {
 		v, err := time.ParseDuration(d)
@@ -87,7 +99,9 @@ func (c *Config) settings() []setting {
 		{"prices-file", "VENNA_PRICES_FILE", "deploy/prices.yaml", "price book (YAML)", str(&c.PricesFile)},
 		{"key-refresh", "VENNA_KEY_REFRESH", "2s", "how often gateways and the API reload API keys", dur(&c.KeyRefresh)},
 		{"upstream-timeout", "VENNA_UPSTREAM_TIMEOUT", "10m", "longest upstream exchange", dur(&c.UpstreamTimeout)},
-		{"queue-size", "VENNA_GATEWAY_QUEUE_SIZE", "65536", "usage events buffered in the gateway before Kafka", num(&c.QueueSize)},
+		{"spool-dir", "VENNA_SPOOL_DIR", "data/spool", "gateway's write-ahead spool of usage events (one per gateway process)", str(&c.SpoolDir)},
+		{"spool-max-bytes", "VENNA_SPOOL_MAX_BYTES", "1073741824", "spool size at which the gateway refuses completions (503)", num64(&c.SpoolMaxBytes)},
+		{"spool-sync-interval", "VENNA_SPOOL_SYNC_INTERVAL", "100ms", "fsync period of the spool; 0 = fsync every event", dur(&c.SpoolSync)},
 		{"ingest-group", "VENNA_INGEST_GROUP", "venna-ingest", "Kafka consumer group of the ingest role", str(&c.IngestGroup)},
 		{"ingest-batch-size", "VENNA_INGEST_BATCH_SIZE", "10000", "events per ClickHouse insert", num(&c.IngestBatchSize)},
 		{"ingest-flush-interval", "VENNA_INGEST_FLUSH_INTERVAL", "1s", "longest wait before a partial batch is inserted", dur(&c.IngestFlushInterval)},

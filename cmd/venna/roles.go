@@ -76,7 +76,8 @@ func runGateway(ctx context.Context, env *Env, _ []string) error {
 	if err != nil {
 		return err
 	}
-	prod, err := gateway.NewProducer(gateway.ProducerConfig{Brokers: c.brokers(), Topic: c.KafkaTopic, QueueSize: c.QueueSize}, env.Log)
+	prod, err := gateway.NewProducer(gateway.ProducerConfig{Brokers: c.brokers(), Topic: c.KafkaTopic,
+		Spool: gateway.SpoolConfig{Dir: c.SpoolDir, MaxBytes: c.SpoolMaxBytes, SyncInterval: c.SpoolSync}}, env.Log)
 	if err != nil {
 		return err
 	}
