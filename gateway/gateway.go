@@ -188,127 +188,70 @@ func (g *Gateway) chatCompletions(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("The model '%s' does not exist or you do not have access to it.", *req.Model), "model")
 		return
 	}
-	if req.Stream {
-		apierr.Write(w, http.StatusBadRequest, "invalid_request_error", "unsupported_parameter",
-			"Streaming is not supported by this gateway yet; send stream: false.", "stream")
+	body, wantsUsage, err := prepareBody(body, route.UpstreamModel, req.Stream)
+	if err != nil {
+		apierr.Write(w, http.StatusBadRequest, "invalid_request_error", "invalid_json", err.Error(), "")
 		return
 	}
-	if route.UpstreamModel != route.Model {
-		body, err = rewriteModel(body, route.UpstreamModel)
-		if err != nil {
-			apierr.Write(w, http.StatusBadRequest, "invalid_request_error", "invalid_json", err.Error(), "")
-			return
-		}
+	if req.Stream {
+		g.forwardStream(w, r, p, route, body, wantsUsage, start)
+		return
 	}
 	g.forward(w, r, p, route, body, start)
 }
 
-// rewriteModel replaces the top-level "model" while keeping every other field as sent.
-func rewriteModel(body []byte, model string) ([]byte, error) {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(body, &fields); err != nil {
-		return nil, fmt.Errorf("request body must be a JSON object: %w", err)
-	}
-	m, _ := json.Marshal(model)
-	fields["model"] = m
-	return json.Marshal(fields)
-}
-
-// upstreamUsage is the usage object of an OpenAI chat completion.
-type upstreamUsage struct {
+// upstreamAnswer is the part of a chat completion the gateway reads.
+type upstreamAnswer struct {
 	ID    string `json:"id"`
-	Usage *struct {
-		PromptTokens        int64 `json:"prompt_tokens"`
-		CompletionTokens    int64 `json:"completion_tokens"`
-		TotalTokens         int64 `json:"total_tokens"`
-		PromptTokensDetails *struct {
-			CachedTokens int64 `json:"cached_tokens"`
-		} `json:"prompt_tokens_details"`
-		CompletionTokensDetails *struct {
-			ReasoningTokens          int64 `json:"reasoning_tokens"`
-			AcceptedPredictionTokens int64 `json:"accepted_prediction_tokens"`
-			RejectedPredictionTokens int64 `json:"rejected_prediction_tokens"`
-		} `json:"completion_tokens_details"`
-	} `json:"usage"`
+	Usage *usage `json:"usage"`
 }
 
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, p apikey.Principal, route Route, body []byte, start time.Time) {
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.UpstreamTimeout)
 	defer cancel()
-	up, err := http.NewRequestWithContext(ctx, http.MethodPost, route.BaseURL+"/chat/completions", bytes.NewReader(body))
-	if err != nil {
-		apierr.Write(w, http.StatusInternalServerError, "server_error", "internal_error", "Could not build the upstream request.", "")
-		return
-	}
-	up.Header.Set("Content-Type", "application/json")
-	up.Header.Set("Accept", "application/json")
-	if route.APIKey != "" {
-		up.Header.Set("Authorization", "Bearer "+route.APIKey)
-	}
-	resp, err := g.client.Do(up)
-	if err != nil {
-		status, code, msg := http.StatusBadGateway, "upstream_unreachable", "The upstream provider could not be reached."
-		if errors.Is(err, context.DeadlineExceeded) {
-			status, code, msg = http.StatusGatewayTimeout, "upstream_timeout", "The upstream provider did not answer in time."
-		}
-		if r.Context().Err() == nil {
-			g.log.Warn("upstream request failed", "upstream", route.Upstream, "model", route.Model, "err", err)
-		}
-		apierr.Write(w, status, "upstream_error", code, msg, "")
+	resp := g.callUpstream(ctx, w, r, p, route, body, start, false)
+	if resp == nil {
 		return
 	}
 	defer resp.Body.Close()
 	respBody, err := io.ReadAll(resp.Body)
 	if err != nil {
+		g.recordFailure(p, route, start, false, http.StatusBadGateway)
+		if errors.Is(err, context.DeadlineExceeded) {
+			apierr.Write(w, http.StatusGatewayTimeout, "upstream_error", "upstream_timeout", "The upstream provider did not answer in time.", "")
+			return
+		}
 		apierr.Write(w, http.StatusBadGateway, "upstream_error", "upstream_read_failed", "The upstream provider's answer was cut off.", "")
 		return
 	}
 	if resp.StatusCode != http.StatusOK {
+		g.recordFailure(p, route, start, false, resp.StatusCode)
 		g.upstreamFailed(w, route, resp.StatusCode, respBody)
 		return
 	}
-	var u upstreamUsage
-	if err := json.Unmarshal(respBody, &u); err != nil {
+	var a upstreamAnswer
+	if err := json.Unmarshal(respBody, &a); err != nil {
+		g.recordFailure(p, route, start, false, http.StatusBadGateway)
 		apierr.Write(w, http.StatusBadGateway, "upstream_error", "upstream_bad_response", "The upstream provider answered with invalid JSON.", "")
 		return
 	}
-	ev := schema.UsageEvent{
-		SchemaVersion: schema.EventVersion,
-		EventID:       newEventID(),
-		OccurredAt:    start.UTC(),
-		WorkspaceID:   p.WorkspaceID,
-		APIKeyID:      p.KeyID,
-		Model:         route.Model,
-		Upstream:      route.Upstream,
-		UpstreamModel: route.UpstreamModel,
-		RequestID:     u.ID,
-		Status:        schema.StatusOK,
-		HTTPStatus:    http.StatusOK,
-		LatencyMS:     g.now().Sub(start).Milliseconds(),
-	}
-	if u.Usage == nil {
-		// The upstream did not report usage: estimate from the bytes exchanged rather than
-		// serve an unbilled completion, and mark the event so analysts can tell.
+	ev := g.newEvent(p, route, start, false)
+	ev.RequestID = a.ID
+	ev.LatencyMS = g.now().Sub(start).Milliseconds()
+	if a.Usage == nil {
+		// The upstream did not report usage: count it with the tokenizer rather than serve
+		// an unbilled completion, and mark the event so analysts can tell.
 		ev.Estimated = true
-		ev.PromptTokens = estimateTokens(len(body))
-		ev.CompletionTokens = estimateTokens(len(respBody))
+		ev.PromptTokens = countPromptTokens(body)
+		ev.CompletionTokens = countTokens(completionText(respBody))
+		ev.TotalTokens = ev.PromptTokens + ev.CompletionTokens
 	} else {
-		ev.PromptTokens = u.Usage.PromptTokens
-		ev.CompletionTokens = u.Usage.CompletionTokens
-		if d := u.Usage.PromptTokensDetails; d != nil {
-			ev.CachedTokens = d.CachedTokens
-		}
-		if d := u.Usage.CompletionTokensDetails; d != nil {
-			ev.ReasoningTokens = d.ReasoningTokens
-			ev.AcceptedPredictionTokens = d.AcceptedPredictionTokens
-			ev.RejectedPredictionTokens = d.RejectedPredictionTokens
-		}
+		a.Usage.apply(&ev)
 	}
-	ev.TotalTokens = ev.PromptTokens + ev.CompletionTokens
-	// The event is handed over before the client sees its completion: a completion that
-	// got a 200 always has its event queued.
+	// The event is durable before the client sees its completion: a completion that got a
+	// 200 always has its event.
 	if err := g.pub.Publish(r.Context(), ev); err != nil {
-		g.log.Error("usage event not queued; completion withheld", "workspace", ev.WorkspaceID, "event_id", ev.EventID, "err", err)
+		g.log.Error("usage event not recorded; completion withheld", "workspace", ev.WorkspaceID, "event_id", ev.EventID, "err", err)
 		apierr.Write(w, http.StatusServiceUnavailable, "server_error", "usage_unavailable",
 			"The completion could not be metered; retry shortly.", "")
 		return
@@ -316,6 +259,27 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, p apikey.Princ
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	w.Write(respBody)
+}
+
+// completionText is the generated text of a chat completion, for estimating its tokens.
+func completionText(body []byte) string {
+	var c struct {
+		Choices []struct {
+			Message struct {
+				Content          string `json:"content"`
+				ReasoningContent string `json:"reasoning_content"`
+				Refusal          string `json:"refusal"`
+			} `json:"message"`
+		} `json:"choices"`
+	}
+	json.Unmarshal(body, &c)
+	var out strings.Builder
+	for _, ch := range c.Choices {
+		out.WriteString(ch.Message.ReasoningContent)
+		out.WriteString(ch.Message.Content)
+		out.WriteString(ch.Message.Refusal)
+	}
+	return out.String()
 }
 
 // upstreamFailed passes an upstream's OpenAI-style client error through, and maps server
@@ -341,8 +305,6 @@ func (g *Gateway) upstreamFailed(w http.ResponseWriter, route Route, status int,
 		apierr.Write(w, http.StatusBadGateway, "upstream_error", "upstream_error", msg, "")
 	}
 }
-
-func estimateTokens(bytes int) int64 { return int64((bytes + 3) / 4) }
 
 func newEventID() string {
 	id, err := uuid.NewV7()

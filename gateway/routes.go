@@ -69,6 +69,10 @@ func ParseRoutes(b []byte, getenv func(string) string) (Routes, error) {
 		if u.Name == "" {
 			return nil, fmt.Errorf("routes: upstreams[%d].name is empty", i)
 		}
+		if _, dup := ups[u.Name]; dup {
+			// Otherwise the later entry silently takes the earlier one's models.
+			return nil, fmt.Errorf("routes: upstream %s is listed twice", u.Name)
+		}
 		p, err := url.Parse(u.BaseURL)
 		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
 			return nil, fmt.Errorf("routes: upstream %s: base_url %q is not an http(s) URL", u.Name, u.BaseURL)

@@ -32,17 +32,21 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-type message struct {
+// Message is one chat message as the upstream decodes it.
+type Message struct {
 	Role    string          `json:"role"`
 	Content json.RawMessage `json:"content"`
 }
 
 type request struct {
 	Model               string    `json:"model"`
-	Messages            []message `json:"messages"`
+	Messages            []Message `json:"messages"`
 	MaxTokens           *int64    `json:"max_tokens"`
 	MaxCompletionTokens *int64    `json:"max_completion_tokens"`
 	Stream              bool      `json:"stream"`
+	StreamOptions       *struct {
+		IncludeUsage bool `json:"include_usage"`
+	} `json:"stream_options"`
 }
 
 // Usage mirrors OpenAI's usage object.
@@ -85,12 +89,12 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "server_error", "simulated upstream failure")
 		return
 	}
-	if req.Stream {
-		writeError(w, http.StatusBadRequest, "invalid_request_error", "simulated upstream: streaming is not supported")
-		return
-	}
 	text, usage := Complete(req.Model, req.Messages, maxTokens(req))
 	n := s.seq.Add(1)
+	if req.Stream {
+		s.stream(w, r, req, n, text, usage)
+		return
+	}
 	resp := map[string]any{
 		"id":                 fmt.Sprintf("chatcmpl-sim-%d", n),
 		"object":             "chat.completion",
@@ -148,7 +152,7 @@ func countTokens(s string) int64 {
 // Complete computes the deterministic answer and usage for a conversation. Each message
 // costs 4 tokens of framing plus its text; every message before the last counts as a
 // cached prefix in blocks of 16 tokens; "reasoner" models think 3 tokens per answer token.
-func Complete(model string, msgs []message, max int64) (string, Usage) {
+func Complete(model string, msgs []Message, max int64) (string, Usage) {
 	var u Usage
 	var prefix int64
 	last := ""
@@ -188,4 +192,62 @@ func Complete(model string, msgs []message, max int64) (string, Usage) {
 	}
 	u.TotalTokens = u.PromptTokens + u.CompletionTokens
 	return b.String(), u
+}
+
+// stream answers in Server-Sent Events as OpenAI does: a role chunk, one chunk per word,
+// a finish chunk, then (with stream_options.include_usage) a usage chunk with empty
+// choices, then [DONE]. Models named "*-slow" wait 20ms between chunks, so tests can
+// disconnect midway.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, req request, n uint64, text string, usage Usage) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	id := fmt.Sprintf("chatcmpl-sim-%d", n)
+	created := time.Now().Unix()
+	wantUsage := req.StreamOptions != nil && req.StreamOptions.IncludeUsage
+	send := func(choices []any, u *Usage) bool {
+		chunk := map[string]any{"id": id, "object": "chat.completion.chunk", "created": created, "model": req.Model,
+			"system_fingerprint": "fp_sim", "choices": choices}
+		if wantUsage {
+			chunk["usage"] = u // null on every chunk but the last, as OpenAI does
+		}
+		b, _ := json.Marshal(chunk)
+		if _, err := fmt.Fprintf(w, "data: %s\n\n", b); err != nil {
+			return false
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		if strings.HasSuffix(req.Model, "-slow") {
+			select {
+			case <-r.Context().Done():
+				return false
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		return r.Context().Err() == nil
+	}
+	delta := func(d map[string]any, finish any) []any {
+		return []any{map[string]any{"index": 0, "delta": d, "finish_reason": finish, "logprobs": nil}}
+	}
+	if !send(delta(map[string]any{"role": "assistant", "content": ""}, nil), nil) {
+		return
+	}
+	words := strings.SplitAfter(text, " ")
+	for _, wd := range words {
+		if !send(delta(map[string]any{"content": wd}, nil), nil) {
+			return
+		}
+	}
+	if !send(delta(map[string]any{}, "stop"), nil) {
+		return
+	}
+	if wantUsage && !send([]any{}, &usage) {
+		return
+	}
+	fmt.Fprint(w, "data: [DONE]\n\n")
+	if flusher != nil {
+		flusher.Flush()
+	}
 }

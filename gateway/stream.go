@@ -1,0 +1,179 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/venna/metering/apikey"
+)
+
+// streamChunk is the part of a chat.completion.chunk the gateway reads.
+type streamChunk struct {
+	ID      string `json:"id"`
+	Choices []struct {
+		Delta struct {
+			Content          string `json:"content"`
+			ReasoningContent string `json:"reasoning_content"`
+			Refusal          string `json:"refusal"`
+		} `json:"delta"`
+	} `json:"choices"`
+	Usage *usage `json:"usage"`
+}
+
+// forwardStream relays an SSE completion chunk by chunk, flushing each event as it
+// arrives. The upstream was asked for usage (stream_options.include_usage) whatever the
+// client asked; the usage chunk reaches the client only if it asked for it. The usage
+// event is recorded before [DONE] is forwarded. If the stream ends without usage (the
+// client went away, which cancels the upstream request, or the provider sends none), the
+// gateway counts the prompt and what was generated with its tokenizer and marks the
+// event estimated.
+func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, p apikey.Principal, route Route, body []byte, clientWantsUsage bool, start time.Time) {
+	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.UpstreamTimeout)
+	defer cancel()
+	resp := g.callUpstream(ctx, w, r, p, route, body, start, true)
+	if resp == nil {
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		g.recordFailure(p, route, start, true, resp.StatusCode)
+		g.upstreamFailed(w, route, resp.StatusCode, b)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+
+	ev := g.newEvent(p, route, start, true)
+	var generated strings.Builder
+	var got *usage
+	recorded := false
+	record := func() {
+		if recorded {
+			return
+		}
+		recorded = true
+		ev.LatencyMS = g.now().Sub(start).Milliseconds()
+		if got != nil {
+			got.apply(&ev)
+		} else {
+			ev.Estimated = true
+			ev.PromptTokens = countPromptTokens(body)
+			ev.CompletionTokens = countTokens(generated.String())
+			ev.TotalTokens = ev.PromptTokens + ev.CompletionTokens
+		}
+		if err := g.pub.Publish(context.Background(), ev); err != nil {
+			// The client already has the completion: nothing to withhold. Loud, never silent.
+			g.log.Error("usage event of a streamed completion not recorded", "workspace", ev.WorkspaceID, "event_id", ev.EventID, "err", err)
+		}
+	}
+	defer record()
+
+	rd := bufio.NewReaderSize(resp.Body, 64<<10)
+	clientGone := false
+	write := func(b []byte) {
+		if clientGone {
+			return
+		}
+		if _, err := w.Write(b); err != nil {
+			clientGone = true
+			cancel() // stop generating what nobody reads
+		}
+	}
+	for {
+		line, err := rd.ReadBytes('\n')
+		if len(line) > 0 {
+			payload, isData := bytes.CutPrefix(bytes.TrimRight(line, "\r\n"), []byte("data:"))
+			payload = bytes.TrimSpace(payload)
+			forward := true
+			switch {
+			case !isData:
+			case bytes.Equal(payload, []byte("[DONE]")):
+				record()
+			default:
+				var c streamChunk
+				if json.Unmarshal(payload, &c) == nil {
+					if ev.RequestID == "" {
+						ev.RequestID = c.ID
+					}
+					for _, ch := range c.Choices {
+						generated.WriteString(ch.Delta.ReasoningContent)
+						generated.WriteString(ch.Delta.Content)
+						generated.WriteString(ch.Delta.Refusal)
+					}
+					if c.Usage != nil {
+						got = c.Usage
+						// The usage-only chunk (no choices) is the gateway's, unless asked for.
+						if len(c.Choices) == 0 && !clientWantsUsage {
+							forward = false
+							rd.ReadBytes('\n') // its blank separator line
+						}
+					}
+				}
+			}
+			if forward {
+				write(line)
+				if len(bytes.TrimSpace(line)) == 0 && flusher != nil && !clientGone {
+					flusher.Flush()
+				}
+			}
+		}
+		if err != nil {
+			if flusher != nil && !clientGone {
+				flusher.Flush()
+			}
+			return
+		}
+	}
+}
+
+// prepareBody rewrites the request for the upstream: "model" becomes the route's upstream
+// model and "stream" the value the gateway acted on, each after dropping every other
+// spelling of the key (the gateway decodes case-insensitively, an upstream may not: a
+// body with both "model" and "Model" must not be billed as one and served as the other);
+// a stream gets stream_options.include_usage forced on. It reports whether the client
+// itself asked for the usage chunk.
+func prepareBody(body []byte, model string, stream bool) ([]byte, bool, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil {
+		return nil, false, fmt.Errorf("request body must be a JSON object: %w", err)
+	}
+	hadStream := false
+	for k := range fields {
+		if strings.EqualFold(k, "model") {
+			delete(fields, k)
+		}
+		if strings.EqualFold(k, "stream") {
+			hadStream = true
+			delete(fields, k)
+		}
+	}
+	fields["model"], _ = json.Marshal(model)
+	var wants bool
+	if stream {
+		fields["stream"] = json.RawMessage("true")
+		var opts map[string]json.RawMessage
+		json.Unmarshal(fields["stream_options"], &opts)
+		if opts == nil {
+			opts = map[string]json.RawMessage{}
+		}
+		json.Unmarshal(opts["include_usage"], &wants)
+		opts["include_usage"] = json.RawMessage("true")
+		fields["stream_options"], _ = json.Marshal(opts)
+	} else if hadStream {
+		fields["stream"] = json.RawMessage("false")
+	}
+	b, err := json.Marshal(fields)
+	return b, wants, err
+}

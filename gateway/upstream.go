@@ -1,0 +1,105 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/venna/metering/apikey"
+	"github.com/venna/metering/internal/apierr"
+	"github.com/venna/metering/schema"
+)
+
+// usage is OpenAI's usage object.
+type usage struct {
+	PromptTokens        int64 `json:"prompt_tokens"`
+	CompletionTokens    int64 `json:"completion_tokens"`
+	TotalTokens         int64 `json:"total_tokens"`
+	PromptTokensDetails *struct {
+		CachedTokens int64 `json:"cached_tokens"`
+	} `json:"prompt_tokens_details"`
+	CompletionTokensDetails *struct {
+		ReasoningTokens          int64 `json:"reasoning_tokens"`
+		AcceptedPredictionTokens int64 `json:"accepted_prediction_tokens"`
+		RejectedPredictionTokens int64 `json:"rejected_prediction_tokens"`
+	} `json:"completion_tokens_details"`
+}
+
+// apply copies the upstream's counts onto ev.
+func (u *usage) apply(ev *schema.UsageEvent) {
+	ev.PromptTokens = u.PromptTokens
+	ev.CompletionTokens = u.CompletionTokens
+	if d := u.PromptTokensDetails; d != nil {
+		ev.CachedTokens = d.CachedTokens
+	}
+	if d := u.CompletionTokensDetails; d != nil {
+		ev.ReasoningTokens = d.ReasoningTokens
+		ev.AcceptedPredictionTokens = d.AcceptedPredictionTokens
+		ev.RejectedPredictionTokens = d.RejectedPredictionTokens
+	}
+	ev.TotalTokens = ev.PromptTokens + ev.CompletionTokens
+}
+
+// newEvent starts the usage event of one request.
+func (g *Gateway) newEvent(p apikey.Principal, route Route, start time.Time, stream bool) schema.UsageEvent {
+	return schema.UsageEvent{
+		SchemaVersion: schema.EventVersion,
+		EventID:       newEventID(),
+		OccurredAt:    start.UTC(),
+		WorkspaceID:   p.WorkspaceID,
+		APIKeyID:      p.KeyID,
+		Model:         route.Model,
+		Upstream:      route.Upstream,
+		UpstreamModel: route.UpstreamModel,
+		Status:        schema.StatusOK,
+		HTTPStatus:    http.StatusOK,
+		Stream:        stream,
+	}
+}
+
+// callUpstream sends body to the route's upstream. On a transport failure it answers the
+// client (502, or 504 on timeout), records a failed event and returns nil.
+func (g *Gateway) callUpstream(ctx context.Context, w http.ResponseWriter, r *http.Request, p apikey.Principal, route Route, body []byte, start time.Time, stream bool) *http.Response {
+	up, err := http.NewRequestWithContext(ctx, http.MethodPost, route.BaseURL+"/chat/completions", bytes.NewReader(body))
+	if err != nil {
+		apierr.Write(w, http.StatusInternalServerError, "server_error", "internal_error", "Could not build the upstream request.", "")
+		return nil
+	}
+	up.Header.Set("Content-Type", "application/json")
+	if stream {
+		up.Header.Set("Accept", "text/event-stream")
+	} else {
+		up.Header.Set("Accept", "application/json")
+	}
+	if route.APIKey != "" {
+		up.Header.Set("Authorization", "Bearer "+route.APIKey)
+	}
+	resp, err := g.client.Do(up)
+	if err == nil {
+		return resp
+	}
+	status, code, msg := http.StatusBadGateway, "upstream_unreachable", "The upstream provider could not be reached."
+	if errors.Is(err, context.DeadlineExceeded) {
+		status, code, msg = http.StatusGatewayTimeout, "upstream_timeout", "The upstream provider did not answer in time."
+	}
+	if r.Context().Err() == nil {
+		g.log.Warn("upstream request failed", "upstream", route.Upstream, "model", route.Model, "err", err)
+	}
+	g.recordFailure(p, route, start, stream, status)
+	apierr.Write(w, status, "upstream_error", code, msg, "")
+	return nil
+}
+
+// recordFailure emits an event with no billable tokens for an exchange that produced no
+// completion, so analysts see upstream error rates. It is best effort: nothing is billed.
+func (g *Gateway) recordFailure(p apikey.Principal, route Route, start time.Time, stream bool, httpStatus int) {
+	ev := g.newEvent(p, route, start, stream)
+	ev.Status = schema.StatusUpstreamError
+	ev.HTTPStatus = httpStatus
+	ev.LatencyMS = g.now().Sub(start).Milliseconds()
+	if err := g.pub.Publish(context.Background(), ev); err != nil {
+		g.log.Warn("failed-request event not recorded", "model", route.Model, "err", err)
+	}
+}
