@@ -60,6 +60,7 @@ type Gateway struct {
 	client *http.Client
 	log    *slog.Logger
 	now    func() time.Time
+	m      *metrics
 }
 
 // New returns a Gateway; it refuses an invalid Config.
@@ -139,14 +140,33 @@ func (g *Gateway) models(w http.ResponseWriter, r *http.Request) {
 	apierr.JSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
 }
 
+// upstreamTimeKey carries, per request, the time the upstream exchange took.
+type upstreamTimeKey struct{}
+
 func (g *Gateway) chatCompletions(w http.ResponseWriter, r *http.Request) {
+	start := g.now()
+	sw := &statusWriter{ResponseWriter: w}
+	var up time.Duration
+	model, stream := g.serveChat(sw, r.WithContext(context.WithValue(r.Context(), upstreamTimeKey{}, &up)), start)
+	g.m.observe(model, sw.status, g.now().Sub(start), up, stream)
+}
+
+// upstreamTook records on r how long the upstream exchange took.
+func upstreamTook(r *http.Request, d time.Duration) {
+	if p, ok := r.Context().Value(upstreamTimeKey{}).(*time.Duration); ok {
+		*p = d
+	}
+}
+
+// serveChat handles one request; it returns the model label and whether it streamed.
+func (g *Gateway) serveChat(w http.ResponseWriter, r *http.Request, start time.Time) (label string, stream bool) {
+	label = "-" // no routable model: one series, whatever clients send
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		apierr.Write(w, http.StatusMethodNotAllowed, "invalid_request_error", "method_not_allowed",
 			fmt.Sprintf("Method %s is not allowed on /v1/chat/completions; use POST.", r.Method), "")
 		return
 	}
-	start := g.now()
 	p, ok := g.authenticate(w, r)
 	if !ok {
 		return
@@ -188,6 +208,7 @@ func (g *Gateway) chatCompletions(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("The model '%s' does not exist or you do not have access to it.", *req.Model), "model")
 		return
 	}
+	label, stream = route.Model, req.Stream
 	body, wantsUsage, err := prepareBody(body, route.UpstreamModel, req.Stream)
 	if err != nil {
 		apierr.Write(w, http.StatusBadRequest, "invalid_request_error", "invalid_json", err.Error(), "")
@@ -198,6 +219,7 @@ func (g *Gateway) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.forward(w, r, p, route, body, start)
+	return
 }
 
 // upstreamAnswer is the part of a chat completion the gateway reads.
@@ -209,12 +231,14 @@ type upstreamAnswer struct {
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, p apikey.Principal, route Route, body []byte, start time.Time) {
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.UpstreamTimeout)
 	defer cancel()
+	upStart := g.now()
 	resp := g.callUpstream(ctx, w, r, p, route, body, start, false)
 	if resp == nil {
 		return
 	}
 	defer resp.Body.Close()
 	respBody, err := io.ReadAll(resp.Body)
+	upstreamTook(r, g.now().Sub(upStart))
 	if err != nil {
 		g.recordFailure(p, route, start, false, http.StatusBadGateway)
 		if errors.Is(err, context.DeadlineExceeded) {

@@ -48,7 +48,7 @@ type Producer struct {
 	stop  context.CancelFunc
 	done  chan struct{}
 
-	shipped, failures atomic.Int64
+	spooled, refused, shipped, failures atomic.Int64
 }
 
 // NewProducer opens the spool (shipping what an earlier process left in it first) and
@@ -104,7 +104,12 @@ func (p *Producer) Publish(_ context.Context, ev schema.UsageEvent) error {
 	binary.LittleEndian.PutUint16(rec, uint16(len(ev.WorkspaceID)))
 	copy(rec[2:], ev.WorkspaceID)
 	copy(rec[2+len(ev.WorkspaceID):], val)
-	return p.spool.Append(rec)
+	if err := p.spool.Append(rec); err != nil {
+		p.refused.Add(1)
+		return err
+	}
+	p.spooled.Add(1)
+	return nil
 }
 
 // ProducerStats counts what the producer did.

@@ -37,10 +37,12 @@ type streamChunk struct {
 func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, p apikey.Principal, route Route, body []byte, clientWantsUsage bool, start time.Time) {
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.UpstreamTimeout)
 	defer cancel()
+	upStart := g.now()
 	resp := g.callUpstream(ctx, w, r, p, route, body, start, true)
 	if resp == nil {
 		return
 	}
+	upstreamTook(r, g.now().Sub(upStart))
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))

@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/robfig/cron/v3"
 	"github.com/venna/metering/aggregate"
 	"github.com/venna/metering/api"
@@ -85,7 +88,23 @@ func runGateway(ctx context.Context, env *Env, _ []string) error {
 	if err != nil {
 		return err
 	}
-	serveErr := serveHTTP(ctx, env, "gateway", c.GatewayAddr, gw.Handler())
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := gw.Instrument(reg); err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", gw.Handler())
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		// Ready when completions can be metered: the spool takes events.
+		if b := prod.Stats().SpoolBytes; b >= c.SpoolMaxBytes && c.SpoolMaxBytes > 0 {
+			http.Error(w, "usage spool full", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	serveErr := serveHTTP(ctx, env, "gateway", c.GatewayAddr, mux)
 	// Every request has finished: ship what is queued before exiting.
 	drainCtx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
