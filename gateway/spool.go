@@ -269,14 +269,18 @@ func (s *Spool) syncLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			// fsync outside the lock: Appends must not wait for the disk. A segment rotated
+			// meanwhile was synced by rotateLocked, so ErrClosed here is harmless.
 			s.mu.Lock()
-			if s.dirty && s.cur != nil {
-				if err := s.cur.Sync(); err != nil {
+			f := s.cur
+			dirty := s.dirty && f != nil
+			s.dirty = false
+			s.mu.Unlock()
+			if dirty {
+				if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
 					s.log.Error("fsync usage spool", "err", err)
 				}
-				s.dirty = false
 			}
-			s.mu.Unlock()
 		}
 	}
 }

@@ -1,0 +1,162 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/venna/metering/simupstream"
+)
+
+// BenchmarkGatewayOverhead measures, in one run, what the gateway adds on loopback:
+// latency (sequential requests alternating direct-to-upstream and through the gateway)
+// and throughput at saturation (64 concurrent clients for 2 s each way), for plain and
+// streamed completions. The gateway path includes the real spool write of every usage
+// event (Kafka unreachable, so nothing ships: shipping is off the request path anyway).
+//
+//	go test -run '^$' -bench GatewayOverhead -benchtime 1x ./gateway/
+func BenchmarkGatewayOverhead(b *testing.B) {
+	for _, stream := range []bool{false, true} {
+		name := "plain"
+		if stream {
+			name = "stream"
+		}
+		b.Run(name, func(b *testing.B) {
+			up := httptest.NewServer((&simupstream.Server{}).Handler())
+			defer up.Close()
+			prod, err := NewProducer(ProducerConfig{Brokers: []string{"127.0.0.1:1"}, Topic: "bench", MaxBackoff: time.Second,
+				Spool: SpoolConfig{Dir: b.TempDir(), MaxBytes: 8 << 30}}, slog.New(slog.DiscardHandler))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer closeSoon(prod)
+			routes := Routes{"venna-1": {Model: "venna-1", Upstream: "sim", BaseURL: up.URL + "/v1", UpstreamModel: "sim-large"}}
+			g, err := New(Config{Routes: routes}, fakeAuth{testToken: testPrincipal}, prod, slog.New(slog.DiscardHandler))
+			if err != nil {
+				b.Fatal(err)
+			}
+			gw := httptest.NewServer(g.Handler())
+			defer gw.Close()
+
+			body := []byte(`{"model":"venna-1","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"How many tokens is this?"}]}`)
+			direct := []byte(`{"model":"sim-large","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"How many tokens is this?"}]}`)
+			if stream {
+				body = bytes.Replace(body, []byte(`{"model"`), []byte(`{"stream":true,"model"`), 1)
+				direct = bytes.Replace(direct, []byte(`{"model"`), []byte(`{"stream":true,"stream_options":{"include_usage":true},"model"`), 1)
+			}
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxIdleConns: 512}}
+			call := func(url string, payload []byte) {
+				req, _ := http.NewRequest(http.MethodPost, url+"/v1/chat/completions", bytes.NewReader(payload))
+				req.Header.Set("Authorization", "Bearer "+testToken)
+				resp, err := client.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Fatalf("status %d", resp.StatusCode)
+				}
+			}
+			for range 200 { // warm connections and caches
+				call(up.URL, direct)
+				call(gw.URL, body)
+			}
+			b.ResetTimer()
+			for range b.N {
+				const n = 3000
+				dLat, gLat := make([]time.Duration, 0, n), make([]time.Duration, 0, n)
+				for range n {
+					t0 := time.Now()
+					call(up.URL, direct)
+					t1 := time.Now()
+					call(gw.URL, body)
+					dLat, gLat = append(dLat, t1.Sub(t0)), append(gLat, time.Since(t1))
+				}
+				dThru := saturate(call, up.URL, direct)
+				gThru := saturate(call, gw.URL, body)
+				p := func(l []time.Duration, q float64) time.Duration {
+					sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
+					return l[int(q*float64(len(l)-1))]
+				}
+				b.ReportMetric(float64(p(dLat, 0.5).Microseconds()), "direct-p50-µs")
+				b.ReportMetric(float64(p(gLat, 0.5).Microseconds()), "gateway-p50-µs")
+				b.ReportMetric(float64((p(gLat, 0.5) - p(dLat, 0.5)).Microseconds()), "added-p50-µs")
+				b.ReportMetric(float64((p(gLat, 0.99) - p(dLat, 0.99)).Microseconds()), "added-p99-µs")
+				b.ReportMetric(dThru, "direct-req/s")
+				b.ReportMetric(gThru, "gateway-req/s")
+				b.ReportMetric(gThru/dThru, "throughput-ratio")
+			}
+		})
+	}
+}
+
+// saturate runs 64 concurrent clients for 2s and returns requests per second.
+func saturate(call func(string, []byte), url string, body []byte) float64 {
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	stop := time.Now().Add(2 * time.Second)
+	for range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				call(url, body)
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(n.Load()) / 2
+}
+
+// BenchmarkHandlerAllocs reports the allocations of the gateway's own request path
+// (handler, body rewrite, usage parse, spool write), the upstream answered in memory.
+func BenchmarkHandlerAllocs(b *testing.B) {
+	answer := []byte(`{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"Hi!"}}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}}`)
+	prod, err := NewProducer(ProducerConfig{Brokers: []string{"127.0.0.1:1"}, Topic: "bench", MaxBackoff: time.Second,
+		Spool: SpoolConfig{Dir: b.TempDir(), MaxBytes: 8 << 30}}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer closeSoon(prod)
+	routes := Routes{"venna-1": {Model: "venna-1", Upstream: "mem", BaseURL: "http://upstream.invalid/v1", UpstreamModel: "up"}}
+	g, err := New(Config{Routes: routes}, fakeAuth{testToken: testPrincipal}, prod, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	g.client = &http.Client{Transport: roundTripFunc(func(*http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(bytes.NewReader(answer))}, nil
+	})}
+	h := g.Handler()
+	body := []byte(`{"model":"venna-1","messages":[{"role":"user","content":"How many tokens is this?"}]}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != 200 {
+			b.Fatal(w.Code, w.Body.String())
+		}
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// closeSoon closes a producer whose Kafka is unreachable: nothing will drain.
+func closeSoon(p *Producer) {
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	p.Close(ctx)
+}
