@@ -1,11 +1,13 @@
 package apikey_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/venna/metering/apikey"
@@ -335,5 +337,38 @@ func TestWorkspaceIsolation(t *testing.T) {
 				t.Errorf("Keys(%s) = %d keys, want its own 2", is.ws.ID, len(keys))
 			}
 		})
+	}
+}
+
+// Revocation reaches every running replica through its background refresh, with no
+// restart and no query on the request path: here two authenticators refreshing every
+// 2s, the default, must both refuse the key within 5s.
+func TestRevocationReachesEveryReplicaWithin5s(t *testing.T) {
+	e := newEnv(t)
+	w := e.workspace(t, "acme")
+	k, token := e.issue(t, w.ID, "leaked")
+	replicas := []*apikey.Authenticator{e.authenticator(t), e.authenticator(t)}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	for _, a := range replicas {
+		go a.Run(ctx, 2*time.Second)
+		if _, err := a.Authenticate(token); err != nil {
+			t.Fatalf("fresh key refused: %v", err)
+		}
+	}
+	if err := e.store.Revoke(t.Context(), k.ID); err != nil {
+		t.Fatal(err)
+	}
+	revoked := time.Now()
+	for i, a := range replicas {
+		for {
+			if _, err := a.Authenticate(token); errors.Is(err, apikey.ErrUnauthorized) {
+				break
+			}
+			if time.Since(revoked) > 5*time.Second {
+				t.Fatalf("replica %d still accepts the key 5s after revocation", i)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
 }
