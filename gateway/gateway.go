@@ -74,6 +74,14 @@ func New(cfg Config, auth Authenticator, pub Publisher, log *slog.Logger) (*Gate
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = 16 << 20
 	}
+	routes := make(Routes, len(cfg.Routes))
+	for m, r := range cfg.Routes {
+		if r.APIKey != "" {
+			r.auth = []string{"Bearer " + r.APIKey}
+		}
+		routes[m] = r
+	}
+	cfg.Routes = routes
 	tr := &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
 		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -101,9 +109,61 @@ func (g *Gateway) Handler() http.Handler {
 
 // chatRequest is the part of the request the gateway reads; everything else passes through.
 type chatRequest struct {
-	Model    *string         `json:"model"`
-	Messages json.RawMessage `json:"messages"`
-	Stream   bool            `json:"stream"`
+	Model  string
+	Stream bool
+}
+
+type badRequest struct{ code, msg, param string }
+
+// parseChatRequest checks the body is a JSON object with a model and a non-empty messages
+// array, and reads model and stream. Like encoding/json it matches keys ignoring case and
+// takes the last of duplicates; prepareBody then writes exactly what was read here.
+func parseChatRequest(body []byte) (chatRequest, *badRequest) {
+	var req chatRequest
+	if !json.Valid(body) {
+		var v any
+		err := json.Unmarshal(body, &v)
+		return req, &badRequest{"invalid_json", "We could not parse the JSON body of your request: " + err.Error(), ""}
+	}
+	var model, messages, stream []byte
+	if err := members(body, func(m member) {
+		v := body[m.valueStart:m.valueEnd]
+		switch {
+		case keyIs(body, m, "model"):
+			model = v
+		case keyIs(body, m, "messages"):
+			messages = v
+		case keyIs(body, m, "stream"):
+			stream = v
+		}
+	}); err != nil {
+		return req, &badRequest{"invalid_json", "The request body must be a JSON object.", ""}
+	}
+	switch {
+	case len(model) == 0 || string(model) == "null" || string(model) == `""`:
+		return req, &badRequest{"missing_required_parameter", "Missing required parameter: 'model'.", "model"}
+	case model[0] != '"':
+		return req, &badRequest{"invalid_type", "Invalid type for 'model': expected a string.", "model"}
+	}
+	if bytes.IndexByte(model, '\\') < 0 {
+		req.Model = string(model[1 : len(model)-1])
+	} else {
+		json.Unmarshal(model, &req.Model)
+	}
+	if len(messages) == 0 || string(messages) == "null" {
+		return req, &badRequest{"missing_required_parameter", "Missing required parameter: 'messages'.", "messages"}
+	}
+	if messages[0] != '[' || messages[skipSpace(messages, 1)] == ']' {
+		return req, &badRequest{"invalid_value", "Invalid 'messages': expected a non-empty array of messages.", "messages"}
+	}
+	switch string(stream) {
+	case "", "null", "false":
+	case "true":
+		req.Stream = true
+	default:
+		return req, &badRequest{"invalid_type", "Invalid type for 'stream': expected a boolean.", "stream"}
+	}
+	return req, nil
 }
 
 func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request) (apikey.Principal, bool) {
@@ -182,30 +242,15 @@ func (g *Gateway) serveChat(w http.ResponseWriter, r *http.Request, start time.T
 		apierr.Write(w, http.StatusBadRequest, "invalid_request_error", "invalid_body", "Could not read the request body.", "")
 		return
 	}
-	var req chatRequest
-	if err := json.Unmarshal(body, &req); err != nil {
-		apierr.Write(w, http.StatusBadRequest, "invalid_request_error", "invalid_json",
-			"We could not parse the JSON body of your request: "+err.Error(), "")
+	req, bad := parseChatRequest(body)
+	if bad != nil {
+		apierr.Write(w, http.StatusBadRequest, "invalid_request_error", bad.code, bad.msg, bad.param)
 		return
 	}
-	if req.Model == nil || *req.Model == "" {
-		apierr.Write(w, http.StatusBadRequest, "invalid_request_error", "missing_required_parameter",
-			"Missing required parameter: 'model'.", "model")
-		return
-	}
-	if m := bytes.TrimSpace(req.Messages); len(m) == 0 || bytes.Equal(m, []byte("null")) {
-		apierr.Write(w, http.StatusBadRequest, "invalid_request_error", "missing_required_parameter",
-			"Missing required parameter: 'messages'.", "messages")
-		return
-	} else if m[0] != '[' || bytes.Equal(m, []byte("[]")) {
-		apierr.Write(w, http.StatusBadRequest, "invalid_request_error", "invalid_value",
-			"Invalid 'messages': expected a non-empty array of messages.", "messages")
-		return
-	}
-	route, ok := g.cfg.Routes[*req.Model]
+	route, ok := g.cfg.Routes[req.Model]
 	if !ok {
 		apierr.Write(w, http.StatusNotFound, "invalid_request_error", "model_not_found",
-			fmt.Sprintf("The model '%s' does not exist or you do not have access to it.", *req.Model), "model")
+			fmt.Sprintf("The model '%s' does not exist or you do not have access to it.", req.Model), "model")
 		return
 	}
 	label, stream = route.Model, req.Stream
@@ -224,8 +269,37 @@ func (g *Gateway) serveChat(w http.ResponseWriter, r *http.Request, start time.T
 
 // upstreamAnswer is the part of a chat completion the gateway reads.
 type upstreamAnswer struct {
-	ID    string `json:"id"`
-	Usage *usage `json:"usage"`
+	ID    string
+	Usage *usage
+}
+
+// parseAnswer reads the id and usage of a completion, decoding only the usage object.
+func parseAnswer(b []byte) (upstreamAnswer, error) {
+	var a upstreamAnswer
+	if !json.Valid(b) {
+		return a, errors.New("invalid JSON")
+	}
+	var id, u []byte
+	if err := members(b, func(m member) {
+		switch {
+		case keyIs(b, m, "id"):
+			id = b[m.valueStart:m.valueEnd]
+		case keyIs(b, m, "usage"):
+			u = b[m.valueStart:m.valueEnd]
+		}
+	}); err != nil {
+		return a, err
+	}
+	if len(id) > 1 && id[0] == '"' {
+		json.Unmarshal(id, &a.ID)
+	}
+	if len(u) > 0 && u[0] == '{' {
+		a.Usage = new(usage)
+		if err := json.Unmarshal(u, a.Usage); err != nil {
+			return a, err
+		}
+	}
+	return a, nil
 }
 
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, p apikey.Principal, route Route, body []byte, start time.Time) {
@@ -253,8 +327,8 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, p apikey.Princ
 		g.upstreamFailed(w, route, resp.StatusCode, respBody)
 		return
 	}
-	var a upstreamAnswer
-	if err := json.Unmarshal(respBody, &a); err != nil {
+	a, err := parseAnswer(respBody)
+	if err != nil {
 		g.recordFailure(p, route, start, false, http.StatusBadGateway)
 		apierr.Write(w, http.StatusBadGateway, "upstream_error", "upstream_bad_response", "The upstream provider answered with invalid JSON.", "")
 		return

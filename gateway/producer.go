@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -96,15 +95,12 @@ func NewProducer(cfg ProducerConfig, log *slog.Logger) (*Producer, error) {
 // It fails only when the spool is full or closed: the caller must then withhold the
 // completion, since it could not be billed.
 func (p *Producer) Publish(_ context.Context, ev schema.UsageEvent) error {
-	val, err := json.Marshal(ev)
-	if err != nil {
-		return fmt.Errorf("encode usage event: %w", err)
-	}
-	rec := make([]byte, 2+len(ev.WorkspaceID)+len(val))
-	binary.LittleEndian.PutUint16(rec, uint16(len(ev.WorkspaceID)))
-	copy(rec[2:], ev.WorkspaceID)
-	copy(rec[2+len(ev.WorkspaceID):], val)
-	if err := p.spool.Append(rec); err != nil {
+	// One buffer: frame header space | key length | key (workspace) | event JSON.
+	rec := make([]byte, frameHeader+2, frameHeader+2+len(ev.WorkspaceID)+768)
+	binary.LittleEndian.PutUint16(rec[frameHeader:], uint16(len(ev.WorkspaceID)))
+	rec = append(rec, ev.WorkspaceID...)
+	rec = ev.AppendJSON(rec)
+	if err := p.spool.appendFrame(rec); err != nil {
 		p.refused.Add(1)
 		return err
 	}

@@ -18,6 +18,8 @@ type Route struct {
 	BaseURL       string // e.g. https://api.openai.com/v1; /chat/completions is appended
 	APIKey        string // sent as Bearer to the upstream; may be empty
 	UpstreamModel string // the model name the upstream expects
+
+	auth []string // "Bearer <APIKey>", built once by New
 }
 
 // Routes maps public model names to routes.

@@ -25,7 +25,7 @@ import (
 // Durability promise: Append returns after the record is in the operating system (one
 // write(2) of the whole record), so it survives the gateway process dying at any point,
 // SIGKILL included. It reaches the disk itself at the next fsync, at most SyncInterval
-// later (0: fsync before Append returns), which bounds what a machine crash can lose.
+// later (negative: fsync before Append returns), which bounds what a machine crash can lose.
 //
 // On disk: segment files NNNNNNNNNNNNNNNNNNNN.seg of frames
 //
@@ -41,7 +41,7 @@ type SpoolConfig struct {
 	Dir          string        // directory of segment files; one per gateway process
 	SegmentBytes int64         // a segment is closed at this size; default 64 MiB
 	MaxBytes     int64         // spool size at which Append refuses events; default 1 GiB
-	SyncInterval time.Duration // fsync period; 0 fsyncs on every Append; default 100ms
+	SyncInterval time.Duration // fsync period; negative: fsync on every Append; default 100ms
 }
 
 // Validate names the first bad field.
@@ -51,8 +51,6 @@ func (c SpoolConfig) Validate() error {
 		return errors.New("spool: Dir (VENNA_SPOOL_DIR) is empty")
 	case c.SegmentBytes < 0 || c.MaxBytes < 0:
 		return errors.New("spool: SegmentBytes and MaxBytes must not be negative")
-	case c.SyncInterval < 0:
-		return errors.New("spool: SyncInterval (VENNA_SPOOL_SYNC_INTERVAL) is negative")
 	}
 	return nil
 }
@@ -112,6 +110,9 @@ func OpenSpool(cfg SpoolConfig, log *slog.Logger) (*Spool, error) {
 	}
 	if cfg.MaxBytes == 0 {
 		cfg.MaxBytes = 1 << 30
+	}
+	if cfg.SyncInterval == 0 {
+		cfg.SyncInterval = 100 * time.Millisecond
 	}
 	// Shipped bytes are freed a whole segment at a time: keep segments small beside the bound.
 	cfg.SegmentBytes = max(min(cfg.SegmentBytes, cfg.MaxBytes/4), 4096)
@@ -213,9 +214,16 @@ func (s *Spool) rotateLocked(id uint64) error {
 // are waiting (the caller must not acknowledge what it cannot record).
 func (s *Spool) Append(payload []byte) error {
 	frame := make([]byte, frameHeader+len(payload))
+	copy(frame[frameHeader:], payload)
+	return s.appendFrame(frame)
+}
+
+// appendFrame writes frame, whose first frameHeader bytes are left for the header and
+// the rest is the payload: callers that build the payload in place save a copy.
+func (s *Spool) appendFrame(frame []byte) error {
+	payload := frame[frameHeader:]
 	binary.LittleEndian.PutUint32(frame[0:4], uint32(len(payload)))
 	binary.LittleEndian.PutUint32(frame[4:8], crc32.Checksum(payload, crcTable))
-	copy(frame[frameHeader:], payload)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -242,7 +250,7 @@ func (s *Spool) Append(payload []byte) error {
 	s.curSize += int64(len(frame))
 	s.sizes[s.curID] = s.curSize
 	s.total += int64(len(frame))
-	if s.cfg.SyncInterval == 0 {
+	if s.cfg.SyncInterval < 0 {
 		if err := s.cur.Sync(); err != nil {
 			return fmt.Errorf("sync spool: %w", err)
 		}
@@ -258,7 +266,7 @@ func (s *Spool) Append(payload []byte) error {
 
 func (s *Spool) syncLoop(ctx context.Context) {
 	defer close(s.done)
-	if s.cfg.SyncInterval == 0 {
+	if s.cfg.SyncInterval < 0 {
 		<-ctx.Done()
 		return
 	}

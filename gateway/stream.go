@@ -142,40 +142,51 @@ func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, p apikey
 
 // prepareBody rewrites the request for the upstream: "model" becomes the route's upstream
 // model and "stream" the value the gateway acted on, each after dropping every other
-// spelling of the key (the gateway decodes case-insensitively, an upstream may not: a
-// body with both "model" and "Model" must not be billed as one and served as the other);
-// a stream gets stream_options.include_usage forced on. It reports whether the client
-// itself asked for the usage chunk.
+// spelling of the key (the gateway reads keys ignoring case, an upstream may not: a body
+// with both "model" and "Model" must not be billed as one and served as the other); a
+// stream gets stream_options.include_usage forced on. Every other member is copied as
+// sent, byte for byte. It reports whether the client itself asked for the usage chunk.
 func prepareBody(body []byte, model string, stream bool) ([]byte, bool, error) {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(body, &fields); err != nil {
+	out := make([]byte, 0, len(body)+len(model)+64)
+	out = append(out, '{')
+	var opts []byte
+	hadStream := false
+	add := func(b ...[]byte) {
+		if len(out) > 1 {
+			out = append(out, ',')
+		}
+		for _, p := range b {
+			out = append(out, p...)
+		}
+	}
+	err := members(body, func(m member) {
+		switch {
+		case keyIs(body, m, "model"):
+		case keyIs(body, m, "stream"):
+			hadStream = true
+		case stream && !m.escaped && string(body[m.keyStart:m.keyEnd]) == "stream_options":
+			opts = body[m.valueStart:m.valueEnd]
+		default:
+			add(body[m.keyStart-1 : m.valueEnd])
+		}
+	})
+	if err != nil {
 		return nil, false, fmt.Errorf("request body must be a JSON object: %w", err)
 	}
-	hadStream := false
-	for k := range fields {
-		if strings.EqualFold(k, "model") {
-			delete(fields, k)
-		}
-		if strings.EqualFold(k, "stream") {
-			hadStream = true
-			delete(fields, k)
-		}
-	}
-	fields["model"], _ = json.Marshal(model)
+	add([]byte(`"model":`), appendJSONString(nil, model))
 	var wants bool
 	if stream {
-		fields["stream"] = json.RawMessage("true")
-		var opts map[string]json.RawMessage
-		json.Unmarshal(fields["stream_options"], &opts)
-		if opts == nil {
-			opts = map[string]json.RawMessage{}
+		var o map[string]json.RawMessage
+		json.Unmarshal(opts, &o)
+		if o == nil {
+			o = map[string]json.RawMessage{}
 		}
-		json.Unmarshal(opts["include_usage"], &wants)
-		opts["include_usage"] = json.RawMessage("true")
-		fields["stream_options"], _ = json.Marshal(opts)
+		json.Unmarshal(o["include_usage"], &wants)
+		o["include_usage"] = json.RawMessage("true")
+		ob, _ := json.Marshal(o)
+		add([]byte(`"stream":true,"stream_options":`), ob)
 	} else if hadStream {
-		fields["stream"] = json.RawMessage("false")
+		add([]byte(`"stream":false`))
 	}
-	b, err := json.Marshal(fields)
-	return b, wants, err
+	return append(out, '}'), wants, nil
 }

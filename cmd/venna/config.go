@@ -22,6 +22,7 @@ type Config struct {
 
 	GatewayAddr     string
 	APIAddr         string
+	AdminToken      string
 	RoutesFile      string
 	PricesFile      string
 	KeyRefresh      time.Duration
@@ -95,13 +96,14 @@ func (c *Config) settings() []setting {
 		{"kafka-replication", "VENNA_KAFKA_REPLICATION", "1", "replication factor when migrate creates the topic", num(&c.KafkaReplication)},
 		{"gateway-addr", "VENNA_GATEWAY_ADDR", "127.0.0.1:8080", "gateway listen address", str(&c.GatewayAddr)},
 		{"api-addr", "VENNA_API_ADDR", "127.0.0.1:8081", "REST API listen address", str(&c.APIAddr)},
+		{"admin-token", "VENNA_ADMIN_TOKEN", "", "bearer token of the REST API's admin routes under /v1/admin/ (empty: admin API off)", str(&c.AdminToken)},
 		{"routes-file", "VENNA_ROUTES_FILE", "deploy/routes.yaml", "model → upstream routes (YAML)", str(&c.RoutesFile)},
 		{"prices-file", "VENNA_PRICES_FILE", "deploy/prices.yaml", "price book (YAML)", str(&c.PricesFile)},
 		{"key-refresh", "VENNA_KEY_REFRESH", "2s", "how often gateways and the API reload API keys", dur(&c.KeyRefresh)},
 		{"upstream-timeout", "VENNA_UPSTREAM_TIMEOUT", "10m", "longest upstream exchange", dur(&c.UpstreamTimeout)},
 		{"spool-dir", "VENNA_SPOOL_DIR", "data/spool", "gateway's write-ahead spool of usage events (one per gateway process)", str(&c.SpoolDir)},
 		{"spool-max-bytes", "VENNA_SPOOL_MAX_BYTES", "1073741824", "spool size at which the gateway refuses completions (503)", num64(&c.SpoolMaxBytes)},
-		{"spool-sync-interval", "VENNA_SPOOL_SYNC_INTERVAL", "100ms", "fsync period of the spool; 0 = fsync every event", dur(&c.SpoolSync)},
+		{"spool-sync-interval", "VENNA_SPOOL_SYNC_INTERVAL", "100ms", "fsync period of the spool; negative = fsync every event", dur(&c.SpoolSync)},
 		{"ingest-group", "VENNA_INGEST_GROUP", "venna-ingest", "Kafka consumer group of the ingest role", str(&c.IngestGroup)},
 		{"ingest-batch-size", "VENNA_INGEST_BATCH_SIZE", "10000", "events per ClickHouse insert", num(&c.IngestBatchSize)},
 		{"ingest-flush-interval", "VENNA_INGEST_FLUSH_INTERVAL", "1s", "longest wait before a partial batch is inserted", dur(&c.IngestFlushInterval)},
