@@ -11,6 +11,7 @@ cd "$ROOT"
 export VENNA_STATE_DIR=${VENNA_STATE_DIR:-/tmp/venna-stack}
 eval "$(scripts/services.sh start)"
 export VENNA_CLICKHOUSE_DATABASE=${VENNA_CLICKHOUSE_DATABASE:-venna}
+export VENNA_SPOOL_DIR=${VENNA_SPOOL_DIR:-$VENNA_STATE_DIR/spool}
 
 mkdir -p bin
 go build -o bin/venna ./cmd/venna
