@@ -1,6 +1,17 @@
-// Package aggregate rolls deduplicated raw usage events up into hourly rollups. Each run
-// recomputes, completely, every hour touched by events ingested since its watermark, so
-// late events are folded in and a rerun writes the same numbers again.
+// Package aggregate rolls deduplicated raw usage events up into hourly and daily rollups.
+// Each run recomputes, completely, every hour touched by events ingested since its
+// watermark, then every day containing such an hour, so late events are folded in and a
+// rerun writes the same numbers again.
+//
+// Any number of aggregators may run at once (replicas, a manual run beside the cron):
+// a rollup row's version is not a clock but 2^62 + the number of billable events of its
+// window in the snapshot it was computed from. Raw events are only ever added and every
+// reader dedups them, so that count grows with every new event of the window: of two
+// computations of a window the more complete one always wins (ReplacingMergeTree keeps the
+// highest version), and two with the same count read the same events and wrote the same
+// numbers. No run can double count (every computation dedups by event_id and writes whole
+// windows) or leave a window older than the most complete computation written so far,
+// whatever the interleaving or the replicas' clocks.
 package aggregate
 
 import (
@@ -8,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -33,11 +45,12 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Aggregator maintains usage_hourly.
+// Aggregator maintains usage_hourly and usage_daily.
 type Aggregator struct {
-	cfg  Config
-	conn driver.Conn
-	now  func() time.Time
+	cfg        Config
+	conn       driver.Conn
+	now        func() time.Time
+	backfilled atomic.Bool
 }
 
 // New returns an Aggregator; it refuses an invalid Config.
@@ -54,18 +67,35 @@ func New(cfg Config, conn driver.Conn) (*Aggregator, error) {
 // Result says what one run did.
 type Result struct {
 	Hours     []time.Time // hours recomputed
+	Days      []time.Time // days recomputed from those hours
 	Watermark time.Time   // ingested_at up to which events are now rolled up
 }
 
 const job = "usage_hourly"
 
-// Run recomputes the hours touched since the watermark and advances it.
+// versionBase lifts rollup versions above the wall-clock (UnixNano) versions written before
+// migration 0003, so that a recomputation replaces such a row.
+const versionBase = uint64(1) << 62
+
+// Run recomputes the hours touched since the watermark, then their days, and advances the
+// watermark.
+//
+// Order: 1. read the watermark 2. recompute hours 3. recompute their days 4. advance the
+// watermark. A crash before 4 leaves the watermark where it was and the next run redoes
+// the same windows. Whatever watermark a run writes is safe on its own (it covers only
+// events that run could see), so racing runs need no coordination.
 func (a *Aggregator) Run(ctx context.Context) (Result, error) {
 	db := a.cfg.Database
 	var wm time.Time
 	err := a.conn.QueryRow(ctx, "SELECT argMax(watermark, version) FROM "+db+".aggregate_watermarks WHERE job = ?", job).Scan(&wm)
 	if err != nil {
 		return Result{}, fmt.Errorf("read watermark: %w", err)
+	}
+	if !a.backfilled.Load() {
+		if err := a.backfillDays(ctx); err != nil {
+			return Result{}, err
+		}
+		a.backfilled.Store(true)
 	}
 	next := a.now().UTC().Add(-a.cfg.SafetyLag).Truncate(time.Second)
 	rows, err := a.conn.Query(ctx, "SELECT DISTINCT toStartOfHour(occurred_at) AS h FROM "+db+".usage_events WHERE ingested_at >= ? ORDER BY h", wm)
@@ -85,7 +115,8 @@ func (a *Aggregator) Run(ctx context.Context) (Result, error) {
 	if err := rows.Err(); err != nil {
 		return Result{}, fmt.Errorf("find touched hours: %w", err)
 	}
-	if err := a.Recompute(ctx, hours); err != nil {
+	days, err := a.recompute(ctx, hours)
+	if err != nil {
 		return Result{}, err
 	}
 	if next.After(wm) {
@@ -96,49 +127,140 @@ func (a *Aggregator) Run(ctx context.Context) (Result, error) {
 		}
 		wm = next
 	}
-	return Result{Hours: hours, Watermark: wm}, nil
+	return Result{Hours: hours, Days: days, Watermark: wm}, nil
 }
 
-// Recompute rewrites the rollup rows of the given hours from deduplicated raw events.
-// The new rows carry a higher version than any before, so they replace the old ones;
-// two aggregators recomputing the same hour write the same numbers, so either may win.
-func (a *Aggregator) Recompute(ctx context.Context, hours []time.Time) error {
-	const chunk = 200
-	for len(hours) > 0 {
-		n := min(chunk, len(hours))
-		if err := a.recompute(ctx, hours[:n]); err != nil {
-			return err
+// backfillDays computes the daily rows of every day that has hourly rows but no daily
+// row: days rolled up before usage_daily existed (migration 0003). Each aggregator does it
+// on its first run; afterwards every recomputed hour refreshes its day.
+func (a *Aggregator) backfillDays(ctx context.Context) error {
+	db := a.cfg.Database
+	rows, err := a.conn.Query(ctx, "SELECT DISTINCT toStartOfDay(hour) AS d FROM "+db+".usage_hourly WHERE d NOT IN (SELECT day FROM "+db+".usage_daily) ORDER BY d")
+	if err != nil {
+		return fmt.Errorf("find days without a daily rollup: %w", err)
+	}
+	var days []time.Time
+	for rows.Next() {
+		var d time.Time
+		if err := rows.Scan(&d); err != nil {
+			rows.Close()
+			return fmt.Errorf("scan day: %w", err)
 		}
-		hours = hours[n:]
+		days = append(days, d.UTC())
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("find days without a daily rollup: %w", err)
+	}
+	return a.rewrite(ctx, recomputeDaysSQL, "days", 24*time.Hour, days)
+}
+
+// Recompute rewrites the rollup rows of the given hours from deduplicated raw events, then
+// the daily rows of the days that contain them from the hourly rollup.
+func (a *Aggregator) Recompute(ctx context.Context, hours []time.Time) error {
+	_, err := a.recompute(ctx, hours)
+	return err
+}
+
+// chunk bounds the windows one INSERT ... SELECT recomputes.
+const chunk = 200
+
+func (a *Aggregator) recompute(ctx context.Context, hours []time.Time) ([]time.Time, error) {
+	seen := map[int64]bool{}
+	var days []time.Time
+	for _, h := range hours {
+		d := h.UTC().Truncate(24 * time.Hour)
+		if !seen[d.Unix()] {
+			seen[d.Unix()] = true
+			days = append(days, d)
+		}
+	}
+	// Hours before days: a day is summed from the hourly rows as they are now.
+	if err := a.rewrite(ctx, recomputeHoursSQL, "hours", time.Hour, hours); err != nil {
+		return nil, err
+	}
+	if err := a.rewrite(ctx, recomputeDaysSQL, "days", 24*time.Hour, days); err != nil {
+		return nil, err
+	}
+	return days, nil
+}
+
+func (a *Aggregator) rewrite(ctx context.Context, query, what string, width time.Duration, windows []time.Time) error {
+	for len(windows) > 0 {
+		n := min(chunk, len(windows))
+		part := windows[:n]
+		windows = windows[n:]
+		list := make([]string, len(part))
+		lo, hi := part[0], part[0]
+		for i, w := range part {
+			list[i] = fmt.Sprintf("toDateTime(%d, 'UTC')", w.Unix())
+			lo, hi = minTime(lo, w), maxTime(hi, w)
+		}
+		q := strings.NewReplacer("{db}", a.cfg.Database, "{windows}", strings.Join(list, ", "),
+			"{lo}", fmt.Sprint(lo.Unix()), "{hi}", fmt.Sprint(hi.Add(width).Unix()),
+			"{base}", fmt.Sprint(versionBase)).Replace(query)
+		if err := a.conn.Exec(ctx, q); err != nil {
+			return fmt.Errorf("recompute %d %s from %s: %w", len(part), what, part[0].Format(time.RFC3339), err)
+		}
 	}
 	return nil
 }
 
-func (a *Aggregator) recompute(ctx context.Context, hours []time.Time) error {
-	list := make([]string, len(hours))
-	for i, h := range hours {
-		list[i] = fmt.Sprintf("toDateTime(%d, 'UTC')", h.Unix())
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
 	}
-	q := fmt.Sprintf(recomputeSQL, a.cfg.Database, a.cfg.Database, strings.Join(list, ", "))
-	if err := a.conn.Exec(ctx, q, uint64(a.now().UnixNano())); err != nil {
-		return fmt.Errorf("recompute %d hours from %s: %w", len(hours), hours[0].Format(time.RFC3339), err)
-	}
-	return nil
+	return a
 }
 
-// recomputeSQL dedups raw events by event_id (LIMIT 1 BY: merges fold duplicates only
-// eventually) and sums the billable (status ok) ones per workspace x hour x model x key.
-const recomputeSQL = `INSERT INTO %s.usage_hourly (workspace_id, hour, model, api_key_id, requests,
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// versionedInsertSQL writes the rows that {sums} gives per {window} x workspace x model x
+// key into {table}, each with version {base} + its window's request count. The rows of one
+// window are gathered into an array beside that count and spread out again, so that the
+// count in every row's version comes from the very read that produced its sums.
+const versionedInsertSQL = `INSERT INTO {db}.{table} (workspace_id, {window}, model, api_key_id, requests,
     prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens,
     accepted_prediction_tokens, rejected_prediction_tokens, total_tokens, version)
-SELECT workspace_id, toStartOfHour(occurred_at) AS hour, model, api_key_id, count(),
-    sum(prompt_tokens), sum(cached_tokens), sum(completion_tokens), sum(reasoning_tokens),
-    sum(accepted_prediction_tokens), sum(rejected_prediction_tokens), sum(total_tokens), ?
+SELECT r.1, {window}, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11, {base} + n
 FROM (
-    SELECT event_id, workspace_id, occurred_at, model, api_key_id, prompt_tokens, cached_tokens,
-        completion_tokens, reasoning_tokens, accepted_prediction_tokens, rejected_prediction_tokens, total_tokens
-    FROM %s.usage_events
-    WHERE toStartOfHour(occurred_at) IN (%s) AND status = 'ok'
-    LIMIT 1 BY event_id
+    SELECT {window}, sum(requests) AS n,
+        groupArray((workspace_id, model, api_key_id, requests, p, c, o, rs, ap, rp, t)) AS grouped
+    FROM ({sums})
+    GROUP BY {window}
 )
-GROUP BY workspace_id, hour, model, api_key_id`
+ARRAY JOIN grouped AS r`
+
+// hourSumsSQL dedups raw events by event_id (LIMIT 1 BY: merges fold duplicates only
+// eventually) and sums the billable (status ok) ones per workspace x hour x model x key.
+const hourSumsSQL = `SELECT workspace_id, toStartOfHour(occurred_at) AS hour, model, api_key_id, count() AS requests,
+            sum(prompt_tokens) AS p, sum(cached_tokens) AS c, sum(completion_tokens) AS o, sum(reasoning_tokens) AS rs,
+            sum(accepted_prediction_tokens) AS ap, sum(rejected_prediction_tokens) AS rp, sum(total_tokens) AS t
+        FROM (
+            SELECT event_id, workspace_id, occurred_at, model, api_key_id, prompt_tokens, cached_tokens,
+                completion_tokens, reasoning_tokens, accepted_prediction_tokens, rejected_prediction_tokens, total_tokens
+            FROM {db}.usage_events
+            WHERE occurred_at >= toDateTime({lo}, 'UTC') AND occurred_at < toDateTime({hi}, 'UTC')
+                AND toStartOfHour(occurred_at) IN ({windows}) AND status = 'ok'
+            LIMIT 1 BY event_id
+        )
+        GROUP BY workspace_id, hour, model, api_key_id`
+
+// daySumsSQL sums a day's hourly rows (FINAL: the winning version of each) per workspace x
+// model x key.
+const daySumsSQL = `SELECT workspace_id, toStartOfDay(hour) AS day, model, api_key_id, sum(requests) AS requests,
+            sum(prompt_tokens) AS p, sum(cached_tokens) AS c, sum(completion_tokens) AS o, sum(reasoning_tokens) AS rs,
+            sum(accepted_prediction_tokens) AS ap, sum(rejected_prediction_tokens) AS rp, sum(total_tokens) AS t
+        FROM {db}.usage_hourly FINAL
+        WHERE hour >= toDateTime({lo}, 'UTC') AND hour < toDateTime({hi}, 'UTC') AND toStartOfDay(hour) IN ({windows})
+        GROUP BY workspace_id, day, model, api_key_id`
+
+var (
+	recomputeHoursSQL = strings.NewReplacer("{table}", "usage_hourly", "{window}", "hour", "{sums}", hourSumsSQL).Replace(versionedInsertSQL)
+	recomputeDaysSQL  = strings.NewReplacer("{table}", "usage_daily", "{window}", "day", "{sums}", daySumsSQL).Replace(versionedInsertSQL)
+)

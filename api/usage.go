@@ -1,27 +1,44 @@
 package api
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/shopspring/decimal"
 	"github.com/venna/metering/internal/apierr"
+	"github.com/venna/metering/invoice"
 )
 
-// bucketWidths lists the widths /v1/usage serves, with default and maximum buckets a page.
-var bucketWidths = map[string]struct {
-	d            time.Duration
-	sqlStart     string
-	defLim, maxL int
-}{
-	"1h": {time.Hour, "hour", 24, 168},
-	"1d": {24 * time.Hour, "toStartOfDay(hour)", 7, 31},
+// width is one bucket_width /v1/usage serves.
+type width struct {
+	d                  time.Duration
+	defLimit, maxLimit int           // buckets per page
+	maxRange           time.Duration // longest start_time..end_time; 0: any
+	rawOnly            bool          // finer than the hourly rollups: always read raw events
 }
 
-// UsageResult is one group's usage within a bucket; fields follow OpenAI's organization
-// usage API (input_tokens includes input_cached_tokens), plus Venna's token details.
+var widths = map[string]width{
+	"1m": {time.Minute, 60, 1440, 24 * time.Hour, true},
+	"1h": {time.Hour, 24, 168, 31 * 24 * time.Hour, false},
+	"1d": {24 * time.Hour, 7, 31, 0, false},
+}
+
+// maxFilterValues bounds the models and api_key_ids filters.
+const maxFilterValues = 100
+
+// UsageResult is one group's usage within a bucket. Fields follow OpenAI's organization
+// usage API: input_tokens includes input_cached_tokens, output_tokens includes
+// reasoning_tokens. Cost is the exact USD price at the prices in force (a decimal string),
+// null when some of the usage has no price.
 type UsageResult struct {
 	Object                   string  `json:"object"`
 	InputTokens              uint64  `json:"input_tokens"`
@@ -31,11 +48,23 @@ type UsageResult struct {
 	AcceptedPredictionTokens uint64  `json:"accepted_prediction_tokens"`
 	RejectedPredictionTokens uint64  `json:"rejected_prediction_tokens"`
 	NumModelRequests         uint64  `json:"num_model_requests"`
+	Cost                     *string `json:"cost"`
 	Model                    *string `json:"model"`
 	APIKeyID                 *string `json:"api_key_id"`
 }
 
-// UsageBucket is one time bucket.
+// add adds o's requests and tokens to u.
+func (u *UsageResult) add(o UsageResult) {
+	u.NumModelRequests += o.NumModelRequests
+	u.InputTokens += o.InputTokens
+	u.InputCachedTokens += o.InputCachedTokens
+	u.OutputTokens += o.OutputTokens
+	u.ReasoningTokens += o.ReasoningTokens
+	u.AcceptedPredictionTokens += o.AcceptedPredictionTokens
+	u.RejectedPredictionTokens += o.RejectedPredictionTokens
+}
+
+// UsageBucket is one time bucket [StartTime, EndTime).
 type UsageBucket struct {
 	Object    string        `json:"object"`
 	StartTime int64         `json:"start_time"`
@@ -51,123 +80,457 @@ type UsagePage struct {
 	NextPage *string       `json:"next_page"`
 }
 
-func (s *Server) usage(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	width := q.Get("bucket_width")
-	if width == "" {
-		width = "1d"
-	}
-	bw, ok := bucketWidths[width]
-	if !ok {
-		badParam(w, "bucket_width", fmt.Sprintf("Invalid 'bucket_width': %q; use 1h or 1d.", width))
-		return
-	}
-	start, ok := parseUnix(w, r, "start_time", true)
-	if !ok {
-		return
-	}
-	end, ok := parseUnix(w, r, "end_time", false)
-	if !ok {
-		return
-	}
-	if page := q.Get("page"); page != "" {
-		n, err := strconv.ParseInt(page, 10, 64)
-		if err != nil || n < start.Unix() {
-			badParam(w, "page", "Invalid 'page': pass the next_page value of the previous response.")
-			return
-		}
-		start = time.Unix(n, 0).UTC()
-	}
-	limit := bw.defLim
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > bw.maxL {
-			badParam(w, "limit", fmt.Sprintf("Invalid 'limit': %q; use 1 to %d for bucket_width %s.", v, bw.maxL, width))
-			return
-		}
-		limit = n
-	}
-	var groupModel, groupKey bool
-	for _, g := range q["group_by"] {
-		for _, f := range strings.Split(g, ",") {
-			switch strings.TrimSpace(f) {
-			case "model":
-				groupModel = true
-			case "api_key_id":
-				groupKey = true
-			default:
-				badParam(w, "group_by", fmt.Sprintf("Invalid 'group_by': %q; use model and/or api_key_id.", f))
-				return
+// usageRequest is a validated /v1/usage query.
+type usageRequest struct {
+	w                    width
+	start, end           time.Time // the whole range, rounded out to whole buckets
+	pageStart, pageEnd   time.Time // this page's buckets
+	groupModel, groupKey bool
+	models, keys         []string // filters; empty: all
+}
+
+// paramError is a bad query parameter: a 400 naming it.
+type paramError struct{ param, msg string }
+
+func (e *paramError) Error() string { return e.param + ": " + e.msg }
+
+func badf(param, format string, args ...any) error {
+	return &paramError{param, fmt.Sprintf(format, args...)}
+}
+
+// values returns a list parameter given as repeated name=a&name=b, as name[]=a (the form
+// some OpenAI clients send) or comma-separated, without empty items.
+func values(q url.Values, name string) []string {
+	var out []string
+	for _, v := range slices.Concat(q[name], q[name+"[]"]) {
+		for _, f := range strings.Split(v, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				out = append(out, f)
 			}
 		}
 	}
-	start = start.Truncate(bw.d)
-	pageEnd := start.Add(time.Duration(limit) * bw.d)
-	if !end.IsZero() && !end.After(start) {
-		badParam(w, "end_time", "Invalid 'end_time': it must be after start_time.")
-		return
-	}
-	stop := pageEnd
-	hasMore := true
-	if !end.IsZero() && !end.After(pageEnd) {
-		stop, hasMore = end, false
-	}
-	if end.IsZero() && !pageEnd.Before(time.Now()) {
-		hasMore = false
-	}
+	return out
+}
 
-	modelCol, keyCol := "''", "''"
-	if groupModel {
-		modelCol = "model"
+// maxUnix bounds accepted times (year 2242): anything later is a typo, e.g. milliseconds.
+const maxUnix = 1 << 33
+
+func parseUnix(q url.Values, name string) (time.Time, bool, error) {
+	v := q.Get(name)
+	if v == "" {
+		return time.Time{}, false, nil
 	}
-	if groupKey {
-		keyCol = "api_key_id"
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 || n > maxUnix {
+		return time.Time{}, false, badf(name, "Invalid '%s': %q is not a Unix time in seconds.", name, v)
 	}
-	sql := fmt.Sprintf(`SELECT toUInt32(%s) AS b, %s AS m, %s AS k, sum(requests), sum(prompt_tokens), sum(cached_tokens),
-    sum(completion_tokens), sum(reasoning_tokens), sum(accepted_prediction_tokens), sum(rejected_prediction_tokens)
-FROM %s.usage_hourly FINAL
-WHERE workspace_id = ? AND hour >= toDateTime(%d, 'UTC') AND hour < toDateTime(%d, 'UTC')
-GROUP BY b, m, k ORDER BY b, m, k`, bw.sqlStart, modelCol, keyCol, s.cfg.Database, start.Unix(), stop.Unix())
-	rows, err := s.conn.Query(r.Context(), sql, principal(r).WorkspaceID)
+	return time.Unix(n, 0).UTC(), true, nil
+}
+
+// parseUsage validates every parameter of a /v1/usage query; a bad one is a *paramError.
+func parseUsage(q url.Values, now time.Time) (usageRequest, error) {
+	var req usageRequest
+	name := q.Get("bucket_width")
+	if name == "" {
+		name = "1d"
+	}
+	w, ok := widths[name]
+	if !ok {
+		return req, badf("bucket_width", "Invalid 'bucket_width': %q; use 1m, 1h or 1d.", name)
+	}
+	req.w = w
+	start, ok, err := parseUnix(q, "start_time")
 	if err != nil {
-		s.internalError(w, "query usage", err)
+		return req, err
+	}
+	if !ok {
+		return req, badf("start_time", "Missing required parameter: 'start_time' (Unix seconds).")
+	}
+	end, ok, err := parseUnix(q, "end_time")
+	switch {
+	case err != nil:
+		return req, err
+	case ok && !end.After(start):
+		return req, badf("end_time", "Invalid 'end_time': it must be after start_time.")
+	case !ok && !start.Before(now):
+		return req, badf("start_time", "Invalid 'start_time': it is in the future; pass an end_time for a range that ends later than now.")
+	case !ok:
+		end = now.UTC()
+	}
+	if w.maxRange > 0 && end.Sub(start) > w.maxRange {
+		return req, badf("bucket_width", "bucket_width %s covers at most %s; use a wider bucket or a shorter start_time..end_time.", name, fmtRange(w.maxRange))
+	}
+	for _, g := range values(q, "group_by") {
+		switch g {
+		case "model":
+			req.groupModel = true
+		case "api_key_id":
+			req.groupKey = true
+		default:
+			return req, badf("group_by", "Invalid 'group_by': %q; use model and/or api_key_id.", g)
+		}
+	}
+	req.models, req.keys = values(q, "models"), values(q, "api_key_ids")
+	for param, list := range map[string][]string{"models": req.models, "api_key_ids": req.keys} {
+		if len(list) > maxFilterValues {
+			return req, badf(param, "Invalid '%s': at most %d values.", param, maxFilterValues)
+		}
+	}
+	limit := w.defLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > w.maxLimit {
+			return req, badf("limit", "Invalid 'limit': %q; use 1 to %d for bucket_width %s.", v, w.maxLimit, name)
+		}
+		limit = n
+	}
+	// Buckets are whole: start rounds down and end up to the bucket grid (UTC).
+	req.start = start.Truncate(w.d)
+	req.end = end.Truncate(w.d)
+	if req.end.Before(end) {
+		req.end = req.end.Add(w.d)
+	}
+	req.pageStart = req.start
+	if v := q.Get("page"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		p := time.Unix(n, 0).UTC()
+		if err != nil || n < 0 || n > maxUnix || !p.Equal(p.Truncate(w.d)) || p.Before(req.start) || !p.Before(req.end) {
+			return req, badf("page", "Invalid 'page': %q; pass the next_page of the previous response with the same parameters.", v)
+		}
+		req.pageStart = p
+	}
+	req.pageEnd = req.pageStart.Add(time.Duration(limit) * w.d)
+	if req.pageEnd.After(req.end) {
+		req.pageEnd = req.end
+	}
+	return req, nil
+}
+
+func fmtRange(d time.Duration) string {
+	if days := d / (24 * time.Hour); days > 1 {
+		return fmt.Sprintf("%d days", days)
+	}
+	return "1 day"
+}
+
+func (s *Server) usage(w http.ResponseWriter, r *http.Request) {
+	req, err := parseUsage(r.URL.Query(), s.now())
+	var pe *paramError
+	if errors.As(err, &pe) {
+		badParam(w, pe.param, pe.msg)
 		return
 	}
-	defer rows.Close()
-	byBucket := map[int64][]UsageResult{}
-	for rows.Next() {
-		var b uint32
-		var m, k string
-		var res UsageResult
-		if err := rows.Scan(&b, &m, &k, &res.NumModelRequests, &res.InputTokens, &res.InputCachedTokens, &res.OutputTokens,
-			&res.ReasoningTokens, &res.AcceptedPredictionTokens, &res.RejectedPredictionTokens); err != nil {
-			s.internalError(w, "scan usage", err)
-			return
-		}
-		res.Object = "organization.usage.completions.result"
-		if groupModel {
-			res.Model = &m
-		}
-		if groupKey {
-			res.APIKeyID = &k
-		}
-		byBucket[int64(b)] = append(byBucket[int64(b)], res)
-	}
-	if err := rows.Err(); err != nil {
-		s.internalError(w, "read usage", err)
+	byBucket, err := s.readUsage(r.Context(), workspace(r), req)
+	if err != nil {
+		s.serverError(w, "read usage", err)
 		return
 	}
-	page := UsagePage{Object: "page", Data: []UsageBucket{}, HasMore: hasMore}
-	for t := start; t.Before(stop); t = t.Add(bw.d) {
+	page := UsagePage{Object: "page", Data: []UsageBucket{}, HasMore: req.pageEnd.Before(req.end)}
+	for t := req.pageStart; t.Before(req.pageEnd); t = t.Add(req.w.d) {
 		res := byBucket[t.Unix()]
 		if res == nil {
 			res = []UsageResult{}
 		}
-		page.Data = append(page.Data, UsageBucket{Object: "bucket", StartTime: t.Unix(), EndTime: t.Add(bw.d).Unix(), Results: res})
+		page.Data = append(page.Data, UsageBucket{Object: "bucket", StartTime: t.Unix(), EndTime: t.Add(req.w.d).Unix(), Results: res})
 	}
-	if hasMore {
-		next := strconv.FormatInt(stop.Unix(), 10)
+	if page.HasMore {
+		next := strconv.FormatInt(req.pageEnd.Unix(), 10)
 		page.NextPage = &next
 	}
 	apierr.JSON(w, http.StatusOK, page)
+}
+
+// rollupCutoff is where /v1/usage switches from rollups to raw events. Hours before it are
+// read from the rollups: their events were ingested before the aggregator's watermark, so
+// their rollups are complete. The hour of the watermark is only partly rolled up, and
+// the current and previous hour are read raw even when the aggregator is current, so an
+// event is visible as soon as it is inserted, and one ingested a little late around an
+// hour boundary does not wait for the next rollup. The raw part is at most a few hours
+// of one workspace, found by the primary key.
+func rollupCutoff(watermark, now time.Time) time.Time {
+	c := now.UTC().Truncate(time.Hour).Add(-time.Hour)
+	if wm := watermark.UTC().Truncate(time.Hour); wm.Before(c) {
+		return wm
+	}
+	return c
+}
+
+// watermarkSQL reads the aggregator's progress: raw events ingested before it are rolled up.
+const watermarkSQL = "SELECT argMax(watermark, version) FROM %s.aggregate_watermarks WHERE job = 'usage_hourly'"
+
+// The sources of /v1/usage, each summed per bucket x model x key x price segment over
+// disjoint time ranges: whole days (usage_daily) and whole hours (usage_hourly) the
+// aggregator has rolled up, read with FINAL (the latest recomputation of a window wins),
+// and the recent rest straight from raw events, deduplicated by event_id (LIMIT 1 BY:
+// merges fold duplicates only eventually). Placeholders: {db}, {width} (seconds), {key}
+// (api_key_id or an empty string), {seg} (the price segment expression), {cond} (the range).
+const (
+	usageDailySQL = `SELECT toUInt64(intDiv(toUInt32(day), {width}) * {width}) AS b, model AS m, {key} AS k, {seg} AS seg,
+        requests AS n, prompt_tokens AS p, cached_tokens AS c, completion_tokens AS o, reasoning_tokens AS rt,
+        accepted_prediction_tokens AS ap, rejected_prediction_tokens AS rp
+    FROM {db}.usage_daily FINAL
+    WHERE {cond}`
+	usageHourlySQL = `SELECT toUInt64(intDiv(toUInt32(hour), {width}) * {width}) AS b, model AS m, {key} AS k, {seg} AS seg,
+        requests AS n, prompt_tokens AS p, cached_tokens AS c, completion_tokens AS o, reasoning_tokens AS rt,
+        accepted_prediction_tokens AS ap, rejected_prediction_tokens AS rp
+    FROM {db}.usage_hourly FINAL
+    WHERE {cond}`
+	usageRawSQL = `SELECT toUInt64(intDiv(toUInt32(occurred_at), {width}) * {width}) AS b, model AS m, {key} AS k, {seg} AS seg,
+        toUInt64(1) AS n, prompt_tokens AS p, cached_tokens AS c, completion_tokens AS o, reasoning_tokens AS rt,
+        accepted_prediction_tokens AS ap, rejected_prediction_tokens AS rp
+    FROM (
+        SELECT event_id, occurred_at, model, api_key_id, prompt_tokens, cached_tokens, completion_tokens,
+            reasoning_tokens, accepted_prediction_tokens, rejected_prediction_tokens
+        FROM {db}.usage_events
+        WHERE {cond} AND status = 'ok'
+        LIMIT 1 BY event_id
+    )`
+	// One thread a query: a page's sources are small (one workspace, a bounded range) and
+	// run at once, so threads within each would only contend for the cores.
+	usageSumSQL = "SELECT b, m, k, seg, sum(n), sum(p), sum(c), sum(o), sum(rt), sum(ap), sum(rp)\nFROM (\n    %s\n)\nGROUP BY b, m, k, seg\nSETTINGS max_threads = 1"
+)
+
+// segmentExpr numbers the price segments: how many price changes happened at or before
+// col. Within one bucket and segment every model has one price and discount.
+func segmentExpr(col string, breaks []time.Time) string {
+	if len(breaks) == 0 {
+		return "toUInt64(0)"
+	}
+	parts := make([]string, len(breaks))
+	for i, b := range breaks {
+		parts[i] = fmt.Sprintf("toUInt64(%s >= toDateTime(%d, 'UTC'))", col, b.Unix())
+	}
+	return strings.Join(parts, " + ")
+}
+
+func between(col string, from, to time.Time) string {
+	return fmt.Sprintf("%s >= toDateTime(%d, 'UTC') AND %s < toDateTime(%d, 'UTC')", col, from.Unix(), col, to.Unix())
+}
+
+func dateList(ts []time.Time) string {
+	parts := make([]string, len(ts))
+	for i, t := range ts {
+		parts[i] = fmt.Sprintf("toDateTime(%d, 'UTC')", t.Unix())
+	}
+	return strings.Join(parts, ", ")
+}
+
+type usageKey struct {
+	bucket     int64
+	model, key string
+}
+
+// usageQuery is one source's query and its arguments.
+type usageQuery struct {
+	sql  string
+	args []any
+}
+
+// usageQueries builds the queries of a page split at cutoff: rollups before it, raw events
+// after. Daily buckets take whole days before the cutoff's day from usage_daily (30 rows
+// a month per model and key instead of 720), except days in which a price changes, whose
+// hours must be priced apart.
+func (s *Server) usageQueries(ws string, req usageRequest, cutoff time.Time, breaks []time.Time) []usageQuery {
+	key := "''"
+	if req.groupKey {
+		key = "api_key_id"
+	}
+	var out []usageQuery
+	add := func(tmpl, col, cond string) {
+		c := "workspace_id = ? AND (" + cond + ")"
+		args := []any{ws}
+		if len(req.models) > 0 {
+			c += " AND has(?, model)"
+			args = append(args, req.models)
+		}
+		if len(req.keys) > 0 {
+			c += " AND has(?, api_key_id)"
+			args = append(args, req.keys)
+		}
+		branch := strings.NewReplacer("{db}", s.cfg.Database, "{width}", strconv.Itoa(int(req.w.d/time.Second)),
+			"{key}", key, "{seg}", segmentExpr(col, breaks), "{cond}", c).Replace(tmpl)
+		out = append(out, usageQuery{fmt.Sprintf(usageSumSQL, branch), args})
+	}
+	hourlyFrom := req.pageStart
+	if req.w.d == 24*time.Hour {
+		cutoffDay := cutoff.Truncate(24 * time.Hour)
+		var split []time.Time // days with a price change inside
+		for _, b := range breaks {
+			if d := b.Truncate(24 * time.Hour); !d.Equal(b) && d.Before(cutoffDay) && (len(split) == 0 || !split[len(split)-1].Equal(d)) {
+				split = append(split, d)
+			}
+		}
+		if req.pageStart.Before(cutoffDay) {
+			cond := between("day", req.pageStart, cutoffDay)
+			if len(split) > 0 {
+				cond += " AND day NOT IN (" + dateList(split) + ")"
+			}
+			add(usageDailySQL, "day", cond)
+			if len(split) > 0 {
+				add(usageHourlySQL, "hour", between("hour", req.pageStart, cutoffDay)+" AND toStartOfDay(hour) IN ("+dateList(split)+")")
+			}
+			hourlyFrom = cutoffDay
+		}
+	}
+	if hourlyFrom.Before(cutoff) {
+		add(usageHourlySQL, "hour", between("hour", hourlyFrom, cutoff))
+	}
+	if cutoff.Before(req.pageEnd) {
+		add(usageRawSQL, "occurred_at", between("occurred_at", cutoff, req.pageEnd))
+	}
+	return out
+}
+
+// readUsage returns the page's results by bucket start (Unix seconds).
+func (s *Server) readUsage(ctx context.Context, ws string, req usageRequest) (map[int64][]UsageResult, error) {
+	cutoff := req.pageStart
+	if !req.w.rawOnly {
+		var wm time.Time
+		if err := s.conn.QueryRow(ctx, fmt.Sprintf(watermarkSQL, s.cfg.Database)).Scan(&wm); err != nil {
+			return nil, fmt.Errorf("read rollup watermark: %w", err)
+		}
+		cutoff = rollupCutoff(wm, s.now())
+		if cutoff.Before(req.pageStart) {
+			cutoff = req.pageStart
+		}
+		if cutoff.After(req.pageEnd) {
+			cutoff = req.pageEnd
+		}
+	}
+	var breaks []time.Time
+	if s.prices != nil {
+		breaks = s.prices.Breakpoints(req.pageStart, req.pageEnd)
+	}
+	// The sources run at once: a page costs the slowest of them, not their sum.
+	queries := s.usageQueries(ws, req, cutoff, breaks)
+	results := make([][]usageRow, len(queries))
+	errs := make([]error, len(queries))
+	var wg sync.WaitGroup
+	for i, q := range queries {
+		wg.Go(func() { results[i], errs[i] = s.queryUsage(ctx, q) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+
+	type acc struct {
+		UsageResult
+		cost    decimal.Decimal
+		unknown bool // some usage has no price: the cost is null, never a partial sum
+	}
+	groups := map[usageKey]*acc{}
+	for _, rows := range results {
+		for _, r := range rows {
+			// The prices and discount in force over this bucket and segment: at its first instant.
+			at := time.Unix(int64(r.bucket), 0).UTC()
+			if r.seg > 0 && breaks[r.seg-1].After(at) {
+				at = breaks[r.seg-1]
+			}
+			cost, priced := s.cost(ws, r.model, at, r.u)
+			gk := usageKey{bucket: int64(r.bucket)}
+			if req.groupModel {
+				gk.model = r.model
+			}
+			if req.groupKey {
+				gk.key = r.key
+			}
+			g := groups[gk]
+			if g == nil {
+				g = &acc{}
+				groups[gk] = g
+			}
+			g.add(r.u)
+			g.cost = g.cost.Add(cost)
+			g.unknown = g.unknown || !priced
+		}
+	}
+
+	keys := make([]usageKey, 0, len(groups))
+	for k := range groups {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		a, b := keys[i], keys[j]
+		if a.bucket != b.bucket {
+			return a.bucket < b.bucket
+		}
+		if a.model != b.model {
+			return a.model < b.model
+		}
+		return a.key < b.key
+	})
+	out := map[int64][]UsageResult{}
+	for _, k := range keys {
+		g := groups[k]
+		res := g.UsageResult
+		res.Object = "organization.usage.completions.result"
+		if !g.unknown {
+			c := g.cost.String()
+			res.Cost = &c
+		}
+		if req.groupModel {
+			res.Model = &k.model
+		}
+		if req.groupKey {
+			res.APIKeyID = &k.key
+		}
+		out[k.bucket] = append(out[k.bucket], res)
+	}
+	return out, nil
+}
+
+// usageRow is one source's sums of one bucket x model x key x price segment.
+type usageRow struct {
+	bucket, seg uint64
+	model, key  string
+	u           UsageResult
+}
+
+func (s *Server) queryUsage(ctx context.Context, q usageQuery) ([]usageRow, error) {
+	rows, err := s.conn.Query(ctx, q.sql, q.args...)
+	if err != nil {
+		return nil, fmt.Errorf("query usage: %w", err)
+	}
+	defer rows.Close()
+	var out []usageRow
+	for rows.Next() {
+		var r usageRow
+		if err := rows.Scan(&r.bucket, &r.model, &r.key, &r.seg, &r.u.NumModelRequests, &r.u.InputTokens, &r.u.InputCachedTokens,
+			&r.u.OutputTokens, &r.u.ReasoningTokens, &r.u.AcceptedPredictionTokens, &r.u.RejectedPredictionTokens); err != nil {
+			return nil, fmt.Errorf("scan usage: %w", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read usage: %w", err)
+	}
+	return out, nil
+}
+
+// cost prices u, a model's usage by workspace ws, as its invoice does: at the price ws pays
+// in force at t (its own price for the model, else the price book's), by the invoice's
+// token classes (input is the uncached prompt, cached_input the cached prompt, output every
+// completion token, reasoning and prediction tokens included), less the workspace's
+// discount in force at t. Exact, never rounded. It reports false when the model has no
+// price then.
+func (s *Server) cost(ws, model string, t time.Time, u UsageResult) (decimal.Decimal, bool) {
+	if s.prices == nil {
+		return decimal.Zero, false
+	}
+	p, err := s.prices.For(ws, model, t)
+	if err != nil {
+		return decimal.Zero, false
+	}
+	uncached := uint64(0)
+	if u.InputTokens > u.InputCachedTokens {
+		uncached = u.InputTokens - u.InputCachedTokens
+	}
+	c := invoice.Amount(uncached, p.PerMillion[invoice.ClassInput]).
+		Add(invoice.Amount(u.InputCachedTokens, p.PerMillion[invoice.ClassCachedInput])).
+		Add(invoice.Amount(u.OutputTokens, p.PerMillion[invoice.ClassOutput]))
+	if pct := s.prices.DiscountAt(ws, t); !pct.IsZero() {
+		c = c.Sub(c.Mul(pct).Shift(-2))
+	}
+	return c, true
 }

@@ -46,6 +46,8 @@ var vennaServices = []string{"migrate", "gateway", "ingest", "aggregate", "api",
 var listenEnv = map[string][]string{
 	"gateway":      {"VENNA_GATEWAY_ADDR"},
 	"api":          {"VENNA_API_ADDR"},
+	"ingest":       {"VENNA_INGEST_METRICS_ADDR"},
+	"aggregate":    {"VENNA_AGGREGATE_METRICS_ADDR"},
 	"all":          {"VENNA_GATEWAY_ADDR", "VENNA_API_ADDR"},
 	"sim-upstream": {"VENNA_SIM_ADDR"},
 }
@@ -79,6 +81,7 @@ type service struct {
 	Volumes     []mount      `yaml:"volumes"`
 	Ports       []port       `yaml:"ports"`
 	Restart     string       `yaml:"restart"`
+	StopGrace   string       `yaml:"stop_grace_period"`
 }
 
 type healthcheck struct {

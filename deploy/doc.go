@@ -1,2 +1,4 @@
-// Package deploy holds deployment material: compose, routes, prices, Kafka pom; its tests check that material.
+// Package deploy holds deployment material — compose, Kubernetes manifests, the
+// ClickHouse cluster settings, the Grafana dashboard, routes, prices, the Kafka pom — and
+// its tests check that material against the code (see README.md here).
 package deploy

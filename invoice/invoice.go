@@ -1,6 +1,9 @@
 // Package invoice prices rolled-up usage and keeps per-workspace invoices: deterministic
-// IDs per (workspace, period), exact decimal amounts, a draft → finalized lifecycle, and a
-// reconciliation that recomputes any invoice from raw events.
+// IDs per (workspace, month), exact decimal amounts, per-workspace overrides, a
+// draft → finalized → void lifecycle, prior-period adjustments for usage that arrives after
+// its period's invoice was finalized, a reconciliation that recomputes any invoice from raw
+// events, and CSV and HTML exports. See README.md for the rounding rule and the adjustment
+// semantics.
 package invoice
 
 import (
@@ -10,8 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
-	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -19,24 +21,37 @@ import (
 	"github.com/venna/metering/internal/chdb"
 )
 
-// Invoice statuses.
+// Invoice statuses. A status only moves forward: draft → finalized → void.
 const (
 	StatusDraft     = "draft"     // the period is open or in its grace window: recomputed on each run
 	StatusFinalized = "finalized" // immutable
-	StatusVoid      = "void"
+	StatusVoid      = "void"      // cancelled after finalization; its usage is billed again on a later invoice
 )
 
-// Line is one priced quantity: a model's tokens of one class at one unit price.
+// Line kinds.
+const (
+	KindUsage      = "usage"      // usage of the invoice's own period
+	KindAdjustment = "adjustment" // usage of an earlier period, billed after that period's invoice was finalized or voided
+	KindDiscount   = "discount"   // the workspace's discount on the usage or adjustment lines of ServicePeriod
+)
+
+// Line is one priced quantity: a model's tokens of one class at one unit price, billed
+// for the usage of [ServicePeriodStart, ServicePeriodEnd); or a discount on such lines.
 type Line struct {
-	No         int             `json:"line_no"`
-	Model      string          `json:"model"`
-	TokenClass string          `json:"token_class"`
-	Quantity   uint64          `json:"quantity"`
-	PerMillion decimal.Decimal `json:"unit_price_per_million"`
-	Amount     decimal.Decimal `json:"amount"`
+	No                 int             `json:"line_no"`
+	Kind               string          `json:"kind"`
+	Description        string          `json:"description"`
+	ServicePeriodStart time.Time       `json:"service_period_start"`
+	ServicePeriodEnd   time.Time       `json:"service_period_end"`
+	Model              string          `json:"model"`
+	TokenClass         string          `json:"token_class"`
+	Quantity           uint64          `json:"quantity"`
+	PerMillion         decimal.Decimal `json:"unit_price_per_million"`
+	DiscountPercent    decimal.Decimal `json:"discount_percent,omitzero"` // discount lines only
+	Amount             decimal.Decimal `json:"amount"`                    // exact; negative on discount lines
 }
 
-// Invoice is a workspace's bill for one period [PeriodStart, PeriodEnd).
+// Invoice is a workspace's bill for one UTC calendar month [PeriodStart, PeriodEnd).
 type Invoice struct {
 	ID          string          `json:"id"`
 	WorkspaceID string          `json:"workspace_id"`
@@ -44,10 +59,11 @@ type Invoice struct {
 	PeriodEnd   time.Time       `json:"period_end"`
 	Status      string          `json:"status"`
 	Currency    string          `json:"currency"`
-	Subtotal    decimal.Decimal `json:"subtotal"`
-	Total       decimal.Decimal `json:"total"`
+	Subtotal    decimal.Decimal `json:"subtotal"` // exact sum of the line amounts
+	Total       decimal.Decimal `json:"total"`    // RoundTotal(Subtotal)
 	ComputedAt  time.Time       `json:"computed_at"`
 	FinalizedAt time.Time       `json:"finalized_at,omitzero"`
+	VoidedAt    time.Time       `json:"voided_at,omitzero"`
 	Version     uint64          `json:"version"`
 	Lines       []Line          `json:"lines"`
 }
@@ -76,6 +92,13 @@ func Month(t time.Time) (start, end time.Time) {
 	return start, start.AddDate(0, 1, 0)
 }
 
+func checkMonth(start, end time.Time) error {
+	if s, e := Month(start); !s.Equal(start) || !e.Equal(end) {
+		return fmt.Errorf("invoice period %s..%s is not a UTC calendar month", start.Format(time.RFC3339), end.Format(time.RFC3339))
+	}
+	return nil
+}
+
 // Config configures the invoicer.
 type Config struct {
 	Database string
@@ -97,10 +120,11 @@ func (c Config) Validate() error {
 
 // Invoicer computes and stores invoices.
 type Invoicer struct {
-	cfg    Config
-	conn   driver.Conn
-	prices *PriceBook
-	now    func() time.Time
+	cfg      Config
+	conn     driver.Conn
+	prices   *PriceBook
+	now      func() time.Time
+	upgraded atomic.Bool // invoice lines of before migration 0003 copied (see upgrade)
 }
 
 // New returns an Invoicer; it refuses an invalid Config.
@@ -117,136 +141,53 @@ func New(cfg Config, conn driver.Conn, prices *PriceBook) (*Invoicer, error) {
 	return &Invoicer{cfg: cfg, conn: conn, prices: prices, now: time.Now}, nil
 }
 
-// usageRow is one workspace x model x price segment of a period.
-type usageRow struct {
-	workspace, model           string
-	segment                    uint64
-	input, cached, completions uint64
+// ErrNotFound is returned for an invoice that does not exist in the caller's workspace.
+var ErrNotFound = errors.New("invoice not found")
+
+// ErrInvalidTransition is returned for a status change the lifecycle does not allow:
+// finalizing an invoice that is not a draft or whose period has not ended, voiding one
+// that is not finalized.
+var ErrInvalidTransition = errors.New("invalid invoice status transition")
+
+// Header versions carry the status rank above the write time (UnixNano < 2^62 until
+// 2116): ReplacingMergeTree keeps the highest version, so a finalized header beats every
+// draft and a void one beats both, whatever order racing writers land in. Nothing can
+// bring a frozen invoice back to draft.
+const rankShift = 62
+
+func headerVersion(status string, at time.Time) uint64 {
+	rank := map[string]uint64{StatusDraft: 0, StatusFinalized: 1, StatusVoid: 2}[status]
+	return rank<<rankShift | uint64(at.UnixNano())
 }
 
-// Compute prices the period's rolled-up usage of every workspace. Workspaces whose usage
-// includes a model without a price in force are returned in failed, never billed zero.
+func versionTime(v uint64) time.Time { return time.Unix(0, int64(v&(1<<rankShift-1))).UTC() }
+
+func frozen(status string) bool { return status == StatusFinalized || status == StatusVoid }
+
+// Compute prices the month's rolled-up usage of every workspace, with the prior-period
+// adjustments its invoice would carry, exactly as Run would store it (without Status).
+// Workspaces whose usage includes a model without a price in force are returned in failed,
+// never billed zero.
 func (iv *Invoicer) Compute(ctx context.Context, start, end time.Time) (map[string]*Invoice, map[string]error, error) {
-	return iv.compute(ctx, start, end, rollupUsageSQL)
+	if err := checkMonth(start, end); err != nil {
+		return nil, nil, err
+	}
+	return iv.build(ctx, start, end, nil)
 }
 
-// The usage queries' placeholders: {db}, {segment}, {start} and {end} (Unix seconds).
-const rollupUsageSQL = `SELECT workspace_id, model, {segment} AS segment,
-    toUInt64(sum(prompt_tokens - cached_tokens)), sum(cached_tokens), sum(completion_tokens)
-FROM {db}.usage_hourly FINAL
-WHERE hour >= toDateTime({start}, 'UTC') AND hour < toDateTime({end}, 'UTC')
-GROUP BY workspace_id, model, segment
-ORDER BY workspace_id, model, segment`
-
-// rawUsageSQL is the same sums straight from deduplicated raw events.
-const rawUsageSQL = `SELECT workspace_id, model, {segment} AS segment,
-    toUInt64(sum(prompt_tokens - cached_tokens)), sum(cached_tokens), sum(completion_tokens)
-FROM (
-    SELECT event_id, workspace_id, model, occurred_at AS hour, prompt_tokens, cached_tokens, completion_tokens
-    FROM {db}.usage_events
-    WHERE occurred_at >= toDateTime({start}, 'UTC') AND occurred_at < toDateTime({end}, 'UTC') AND status = 'ok'
-    LIMIT 1 BY event_id
-)
-GROUP BY workspace_id, model, segment
-ORDER BY workspace_id, model, segment`
-
-func (iv *Invoicer) compute(ctx context.Context, start, end time.Time, query string) (map[string]*Invoice, map[string]error, error) {
-	breaks := iv.prices.Breakpoints(start, end)
-	// segment = how many price changes happened at or before the hour: usage of one
-	// segment was all billed at the same prices.
-	seg := "toUInt64(0)"
-	if len(breaks) > 0 {
-		parts := make([]string, len(breaks))
-		for i, b := range breaks {
-			parts[i] = fmt.Sprintf("toUInt64(hour >= toDateTime(%d, 'UTC'))", b.Unix())
-		}
-		seg = strings.Join(parts, " + ")
+// ComputeWorkspace is Compute for one workspace: nil when it has nothing to bill.
+func (iv *Invoicer) ComputeWorkspace(ctx context.Context, workspaceID string, start, end time.Time) (*Invoice, error) {
+	if err := checkMonth(start, end); err != nil {
+		return nil, err
 	}
-	q := strings.NewReplacer("{db}", iv.cfg.Database, "{segment}", seg,
-		"{start}", strconv.FormatInt(start.Unix(), 10), "{end}", strconv.FormatInt(end.Unix(), 10)).Replace(query)
-	rows, err := iv.conn.Query(ctx, q)
+	computed, failed, err := iv.build(ctx, start, end, []string{workspaceID})
 	if err != nil {
-		return nil, nil, fmt.Errorf("read usage %s..%s: %w", start.Format(time.RFC3339), end.Format(time.RFC3339), err)
+		return nil, err
 	}
-	defer rows.Close()
-	invoices := map[string]*Invoice{}
-	failed := map[string]error{}
-	for rows.Next() {
-		var u usageRow
-		if err := rows.Scan(&u.workspace, &u.model, &u.segment, &u.input, &u.cached, &u.completions); err != nil {
-			return nil, nil, fmt.Errorf("scan usage: %w", err)
-		}
-		if failed[u.workspace] != nil {
-			continue
-		}
-		segStart := start
-		if u.segment > 0 {
-			segStart = breaks[u.segment-1]
-		}
-		price, err := iv.prices.At(u.model, segStart)
-		if err != nil {
-			failed[u.workspace] = fmt.Errorf("workspace %s: %w", u.workspace, err)
-			delete(invoices, u.workspace)
-			continue
-		}
-		inv := invoices[u.workspace]
-		if inv == nil {
-			inv = &Invoice{ID: ID(u.workspace, start, end), WorkspaceID: u.workspace, PeriodStart: start, PeriodEnd: end, Currency: iv.prices.Currency}
-			invoices[u.workspace] = inv
-		}
-		for _, c := range []struct {
-			class string
-			qty   uint64
-		}{{ClassInput, u.input}, {ClassCachedInput, u.cached}, {ClassOutput, u.completions}} {
-			if c.qty == 0 {
-				continue
-			}
-			inv.Lines = append(inv.Lines, Line{Model: u.model, TokenClass: c.class, Quantity: c.qty,
-				PerMillion: price.PerMillion[c.class], Amount: Amount(c.qty, price.PerMillion[c.class])})
-		}
+	if err := failed[workspaceID]; err != nil {
+		return nil, err
 	}
-	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("read usage: %w", err)
-	}
-	for _, inv := range invoices {
-		inv.finish()
-	}
-	return invoices, failed, nil
-}
-
-// finish merges lines of equal model, class and unit price (segments at an unchanged
-// price), numbers them, and totals the invoice.
-func (inv *Invoice) finish() {
-	type key struct{ model, class, price string }
-	merged := map[key]*Line{}
-	var order []key
-	for _, l := range inv.Lines {
-		k := key{l.Model, l.TokenClass, l.PerMillion.String()}
-		if m := merged[k]; m != nil {
-			m.Quantity += l.Quantity
-			m.Amount = m.Amount.Add(l.Amount)
-			continue
-		}
-		l := l
-		merged[k] = &l
-		order = append(order, k)
-	}
-	classRank := map[string]int{ClassInput: 0, ClassCachedInput: 1, ClassOutput: 2}
-	sort.SliceStable(order, func(i, j int) bool {
-		if order[i].model != order[j].model {
-			return order[i].model < order[j].model
-		}
-		return classRank[order[i].class] < classRank[order[j].class]
-	})
-	inv.Lines = inv.Lines[:0]
-	inv.Subtotal = decimal.Zero
-	for i, k := range order {
-		l := *merged[k]
-		l.No = i + 1
-		inv.Lines = append(inv.Lines, l)
-		inv.Subtotal = inv.Subtotal.Add(l.Amount)
-	}
-	inv.Total = RoundTotal(inv.Subtotal)
+	return computed[workspaceID], nil
 }
 
 // RunResult says what one invoice run did.
@@ -256,69 +197,168 @@ type RunResult struct {
 	Failed  map[string]error // by workspace: usage that could not be priced
 }
 
-// Run computes the period's invoices and stores them: drafts are replaced, an invoice
+// Run computes the month's invoices and stores them: drafts are replaced, an invoice
 // whose period ended more than Grace ago is finalized, and a finalized or void invoice is
-// never touched again.
+// never touched again. Any number of runs may race: they write the same lines, and a
+// frozen invoice's header outranks every draft.
 func (iv *Invoicer) Run(ctx context.Context, start, end time.Time) (RunResult, error) {
-	computed, failed, err := iv.Compute(ctx, start, end)
-	if err != nil {
+	if err := checkMonth(start, end); err != nil {
 		return RunResult{}, err
 	}
+	// The write time is taken before anything is read: a Finalize or Void that lands after
+	// this run read the headers carries a later time and a higher rank, so it wins.
+	at := iv.now().UTC()
 	existing, err := iv.headers(ctx, fmt.Sprintf("period_start = toDateTime(%d, 'UTC') AND period_end = toDateTime(%d, 'UTC')", start.Unix(), end.Unix()))
 	if err != nil {
 		return RunResult{}, err
 	}
-	frozen := map[string]bool{}
+	computed, failed, err := iv.build(ctx, start, end, nil)
+	if err != nil {
+		return RunResult{}, err
+	}
 	res := RunResult{Failed: failed}
+	byWS := map[string]*Invoice{}
 	for _, h := range existing {
-		if h.Status != StatusDraft {
-			frozen[h.ID] = true
+		byWS[h.WorkspaceID] = h
+		if frozen(h.Status) {
 			res.Frozen = append(res.Frozen, h.ID)
 		}
 	}
-	now := iv.now().UTC().Truncate(time.Second)
-	version := uint64(iv.now().UnixNano())
 	status := StatusDraft
-	if !now.Before(end.Add(iv.cfg.Grace)) {
+	if !at.Before(end.Add(iv.cfg.Grace)) {
 		status = StatusFinalized
 	}
-	var lines, headers [][]any
-	ids := make([]string, 0, len(computed))
+	var ids []string
 	for ws := range computed {
 		ids = append(ids, ws)
 	}
+	for ws, h := range byWS {
+		// A stored draft with nothing left to bill (its adjustments moved to an earlier
+		// open invoice) is rewritten empty rather than left billing them twice.
+		if computed[ws] == nil && failed[ws] == nil && !frozen(h.Status) {
+			computed[ws] = iv.empty(ws, start, end)
+			ids = append(ids, ws)
+		}
+	}
 	sort.Strings(ids)
+	var write []*Invoice
 	for _, ws := range ids {
-		inv := computed[ws]
-		if frozen[inv.ID] {
+		if h := byWS[ws]; h != nil && frozen(h.Status) {
 			continue
 		}
-		inv.Status, inv.ComputedAt, inv.Version = status, now, version
-		if status == StatusFinalized {
-			inv.FinalizedAt = now
-		}
-		for _, l := range inv.Lines {
-			lines = append(lines, []any{inv.ID, version, uint32(l.No), ws, l.Model, l.TokenClass, l.Quantity, l.PerMillion, l.Amount})
-		}
-		headers = append(headers, []any{inv.ID, ws, start, end, inv.Status, inv.Currency, inv.Subtotal, inv.Total, now, zeroTime(inv.FinalizedAt), version})
-		res.Written = append(res.Written, inv)
+		inv := computed[ws]
+		inv.stamp(status, at)
+		write = append(write, inv)
 	}
-	// 1. lines, 2. headers: readers take the lines of the header's version, so until the
-	// header lands they keep seeing the previous version complete, never a mix.
-	db := iv.cfg.Database
-	if err := chdb.Insert(ctx, iv.conn, db+".invoice_lines", lineColumns, lines); err != nil {
+	if err := iv.store(ctx, write); err != nil {
 		return RunResult{}, err
 	}
-	if err := chdb.Insert(ctx, iv.conn, db+".invoices", headerColumns, headers); err != nil {
-		return RunResult{}, err
-	}
+	res.Written = write
 	return res, nil
 }
 
+func (iv *Invoicer) empty(ws string, start, end time.Time) *Invoice {
+	inv := &Invoice{ID: ID(ws, start, end), WorkspaceID: ws, PeriodStart: start, PeriodEnd: end, Currency: iv.prices.Currency, Lines: []Line{}}
+	inv.finish()
+	return inv
+}
+
+// stamp sets the status fields of an invoice about to be written at time at.
+func (inv *Invoice) stamp(status string, at time.Time) {
+	inv.Status, inv.ComputedAt, inv.Version = status, at.Truncate(time.Second), headerVersion(status, at)
+	if status == StatusFinalized {
+		inv.FinalizedAt = inv.ComputedAt
+	}
+}
+
+// Finalize finalizes a draft now, even inside its grace window, once its period has ended:
+// it is recomputed from the rollups one last time and is immutable from then on.
+func (iv *Invoicer) Finalize(ctx context.Context, workspaceID, id string) (*Invoice, error) {
+	at := iv.now().UTC()
+	h, err := iv.header(ctx, workspaceID, id)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case h.Status != StatusDraft:
+		return nil, fmt.Errorf("%w: invoice %s is %s, only a draft can be finalized", ErrInvalidTransition, id, h.Status)
+	case at.Before(h.PeriodEnd):
+		return nil, fmt.Errorf("%w: invoice %s: its period is open until %s", ErrInvalidTransition, id, h.PeriodEnd.Format(time.RFC3339))
+	}
+	inv, err := iv.ComputeWorkspace(ctx, workspaceID, h.PeriodStart, h.PeriodEnd)
+	if err != nil {
+		return nil, fmt.Errorf("finalize %s: %w", id, err)
+	}
+	if inv == nil {
+		inv = iv.empty(workspaceID, h.PeriodStart, h.PeriodEnd)
+	}
+	inv.stamp(StatusFinalized, at)
+	if err := iv.store(ctx, []*Invoice{inv}); err != nil {
+		return nil, err
+	}
+	return iv.Get(ctx, workspaceID, id)
+}
+
+// Void cancels a finalized invoice. It stays readable, marked void; the usage it billed
+// counts as unbilled again and is billed on the workspace's next open invoice as
+// prior-period adjustment lines (at the prices and overrides in force when it occurred).
+func (iv *Invoicer) Void(ctx context.Context, workspaceID, id string) (*Invoice, error) {
+	at := iv.now().UTC()
+	inv, err := iv.Get(ctx, workspaceID, id)
+	if err != nil {
+		return nil, err
+	}
+	if inv.Status != StatusFinalized {
+		return nil, fmt.Errorf("%w: invoice %s is %s, only a finalized invoice can be voided", ErrInvalidTransition, id, inv.Status)
+	}
+	inv.Status, inv.Version = StatusVoid, headerVersion(StatusVoid, at)
+	if err := iv.store(ctx, []*Invoice{inv}); err != nil {
+		return nil, err
+	}
+	return iv.Get(ctx, workspaceID, id)
+}
+
 var (
-	lineColumns   = []string{"invoice_id", "version", "line_no", "workspace_id", "model", "token_class", "quantity", "usd_per_million", "amount"}
-	headerColumns = []string{"invoice_id", "workspace_id", "period_start", "period_end", "status", "currency", "subtotal", "total", "computed_at", "finalized_at", "version"}
+	itemColumns = []string{"invoice_id", "version", "line_no", "workspace_id", "period_start", "kind", "service_period_start",
+		"service_period_end", "model", "token_class", "quantity", "usd_per_million", "discount_percent", "amount"}
+	headerColumns = []string{"invoice_id", "workspace_id", "period_start", "period_end", "status", "currency", "subtotal", "total",
+		"computed_at", "finalized_at", "version"}
 )
+
+// storeChunk bounds the invoices one insert carries, and so the memory of a run's writes.
+const storeChunk = 1000
+
+// store writes invoices at their Version, storeChunk at a time: 1. lines, 2. headers.
+// Readers take the lines of the header's version, so until the header lands they keep
+// seeing the previous version complete, never a mix; a crash between the two leaves
+// unreferenced lines, nothing else.
+func (iv *Invoicer) store(ctx context.Context, invs []*Invoice) error {
+	for len(invs) > 0 {
+		n := min(storeChunk, len(invs))
+		if err := iv.storeSome(ctx, invs[:n]); err != nil {
+			return err
+		}
+		invs = invs[n:]
+	}
+	return nil
+}
+
+func (iv *Invoicer) storeSome(ctx context.Context, invs []*Invoice) error {
+	var lines, headers [][]any
+	for _, inv := range invs {
+		for _, l := range inv.Lines {
+			lines = append(lines, []any{inv.ID, inv.Version, uint32(l.No), inv.WorkspaceID, inv.PeriodStart, l.Kind,
+				l.ServicePeriodStart, l.ServicePeriodEnd, l.Model, l.TokenClass, l.Quantity, l.PerMillion, l.DiscountPercent, l.Amount})
+		}
+		headers = append(headers, []any{inv.ID, inv.WorkspaceID, inv.PeriodStart, inv.PeriodEnd, inv.Status, inv.Currency,
+			inv.Subtotal, inv.Total, inv.ComputedAt, zeroTime(inv.FinalizedAt), inv.Version})
+	}
+	db := iv.cfg.Database
+	if err := chdb.Insert(ctx, iv.conn, db+".invoice_items", itemColumns, lines); err != nil {
+		return err
+	}
+	return chdb.Insert(ctx, iv.conn, db+".invoices", headerColumns, headers)
+}
 
 func zeroTime(t time.Time) time.Time {
 	if t.IsZero() {
@@ -326,9 +366,6 @@ func zeroTime(t time.Time) time.Time {
 	}
 	return t
 }
-
-// ErrNotFound is returned for an invoice that does not exist in the caller's workspace.
-var ErrNotFound = errors.New("invoice not found")
 
 func (iv *Invoicer) headers(ctx context.Context, where string, args ...any) ([]*Invoice, error) {
 	q := "SELECT invoice_id, workspace_id, period_start, period_end, status, currency, subtotal, total, computed_at, finalized_at, version FROM " +
@@ -348,10 +385,24 @@ func (iv *Invoicer) headers(ctx context.Context, where string, args ...any) ([]*
 		if inv.FinalizedAt.Unix() == 0 {
 			inv.FinalizedAt = time.Time{}
 		}
-		inv.PeriodStart, inv.PeriodEnd, inv.ComputedAt = inv.PeriodStart.UTC(), inv.PeriodEnd.UTC(), inv.ComputedAt.UTC()
+		inv.PeriodStart, inv.PeriodEnd, inv.ComputedAt, inv.FinalizedAt = inv.PeriodStart.UTC(), inv.PeriodEnd.UTC(), inv.ComputedAt.UTC(), inv.FinalizedAt.UTC()
+		if inv.Status == StatusVoid {
+			inv.VoidedAt = versionTime(inv.Version).Truncate(time.Second)
+		}
 		out = append(out, inv)
 	}
 	return out, rows.Err()
+}
+
+func (iv *Invoicer) header(ctx context.Context, workspaceID, id string) (*Invoice, error) {
+	hs, err := iv.headers(ctx, "workspace_id = ? AND invoice_id = ?", workspaceID, id)
+	if err != nil {
+		return nil, err
+	}
+	if len(hs) == 0 {
+		return nil, ErrNotFound
+	}
+	return hs[0], nil
 }
 
 // List returns a workspace's invoices, newest period first, without lines.
@@ -362,16 +413,15 @@ func (iv *Invoicer) List(ctx context.Context, workspaceID string) ([]*Invoice, e
 // Get returns one invoice of workspaceID with its lines; an invoice of another workspace
 // is ErrNotFound, exactly like one that does not exist.
 func (iv *Invoicer) Get(ctx context.Context, workspaceID, id string) (*Invoice, error) {
-	hs, err := iv.headers(ctx, "workspace_id = ? AND invoice_id = ?", workspaceID, id)
+	if err := iv.upgrade(ctx); err != nil {
+		return nil, err
+	}
+	inv, err := iv.header(ctx, workspaceID, id)
 	if err != nil {
 		return nil, err
 	}
-	if len(hs) == 0 {
-		return nil, ErrNotFound
-	}
-	inv := hs[0]
-	rows, err := iv.conn.Query(ctx, "SELECT line_no, model, token_class, quantity, usd_per_million, amount FROM "+iv.cfg.Database+
-		".invoice_lines FINAL WHERE invoice_id = ? AND version = ? ORDER BY line_no", inv.ID, inv.Version)
+	rows, err := iv.conn.Query(ctx, "SELECT line_no, kind, service_period_start, service_period_end, model, token_class, quantity, usd_per_million, discount_percent, amount FROM "+
+		iv.cfg.Database+".invoice_items FINAL WHERE invoice_id = ? AND version = ? ORDER BY line_no", inv.ID, inv.Version)
 	if err != nil {
 		return nil, fmt.Errorf("read invoice lines: %w", err)
 	}
@@ -380,11 +430,61 @@ func (iv *Invoicer) Get(ctx context.Context, workspaceID, id string) (*Invoice, 
 	for rows.Next() {
 		var l Line
 		var no uint32
-		if err := rows.Scan(&no, &l.Model, &l.TokenClass, &l.Quantity, &l.PerMillion, &l.Amount); err != nil {
+		if err := rows.Scan(&no, &l.Kind, &l.ServicePeriodStart, &l.ServicePeriodEnd, &l.Model, &l.TokenClass, &l.Quantity,
+			&l.PerMillion, &l.DiscountPercent, &l.Amount); err != nil {
 			return nil, fmt.Errorf("scan invoice line: %w", err)
 		}
 		l.No = int(no)
+		l.ServicePeriodStart, l.ServicePeriodEnd = l.ServicePeriodStart.UTC(), l.ServicePeriodEnd.UTC()
+		l.Description = l.describe(inv.PeriodStart)
 		inv.Lines = append(inv.Lines, l)
 	}
 	return inv, rows.Err()
+}
+
+// describe labels a line for people: what it bills and, unless it is the invoice's own
+// period, for which period.
+func (l Line) describe(invoicePeriod time.Time) string {
+	month := l.ServicePeriodStart.Format("2006-01")
+	switch l.Kind {
+	case KindDiscount:
+		if l.ServicePeriodStart.Equal(invoicePeriod) {
+			return fmt.Sprintf("Discount %s%% on %s usage", l.DiscountPercent, month)
+		}
+		return fmt.Sprintf("Discount %s%% on prior-period adjustment for %s", l.DiscountPercent, month)
+	case KindAdjustment:
+		return fmt.Sprintf("Prior-period adjustment for %s: %s %s tokens", month, l.Model, l.TokenClass)
+	}
+	return fmt.Sprintf("%s %s tokens", l.Model, l.TokenClass)
+}
+
+// finish orders and numbers the lines and totals the invoice: own usage, its discount,
+// then per earlier period (oldest first) its adjustment lines and their discount.
+func (inv *Invoice) finish() {
+	classRank := map[string]int{ClassInput: 0, ClassCachedInput: 1, ClassOutput: 2}
+	kindRank := map[string]int{KindUsage: 0, KindAdjustment: 0, KindDiscount: 1}
+	sort.SliceStable(inv.Lines, func(i, j int) bool {
+		a, b := inv.Lines[i], inv.Lines[j]
+		switch {
+		case !a.ServicePeriodStart.Equal(b.ServicePeriodStart):
+			// The invoice's own period first, then earlier ones ascending.
+			if a.ServicePeriodStart.Equal(inv.PeriodStart) || b.ServicePeriodStart.Equal(inv.PeriodStart) {
+				return a.ServicePeriodStart.Equal(inv.PeriodStart)
+			}
+			return a.ServicePeriodStart.Before(b.ServicePeriodStart)
+		case kindRank[a.Kind] != kindRank[b.Kind]:
+			return kindRank[a.Kind] < kindRank[b.Kind]
+		case a.Model != b.Model:
+			return a.Model < b.Model
+		}
+		return classRank[a.TokenClass] < classRank[b.TokenClass]
+	})
+	inv.Subtotal = decimal.Zero
+	for i := range inv.Lines {
+		l := &inv.Lines[i]
+		l.No = i + 1
+		l.Description = l.describe(inv.PeriodStart)
+		inv.Subtotal = inv.Subtotal.Add(l.Amount)
+	}
+	inv.Total = RoundTotal(inv.Subtotal)
 }

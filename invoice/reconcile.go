@@ -3,53 +3,118 @@ package invoice
 import (
 	"context"
 	"fmt"
+	"sort"
+	"time"
+
+	"github.com/shopspring/decimal"
 )
 
 // Reconcile recomputes a stored invoice straight from deduplicated raw events and the
 // price book, bypassing the rollups, and returns every difference it finds (none: the
-// invoice is reproducible from raw events).
+// invoice is reproducible from raw events). It checks each line's arithmetic, the
+// subtotal and the rounded total, and, for the invoice's own month and every month it
+// adjusts, that its lines bill exactly that month's raw usage minus what the workspace's
+// other non-void invoices bill for it. A finalized invoice whose month got late events not
+// yet billed on a later invoice shows them as a difference until the next run bills them.
+// A void invoice bills nothing any more: only its arithmetic is checked.
 func (iv *Invoicer) Reconcile(ctx context.Context, workspaceID, id string) ([]string, error) {
 	stored, err := iv.Get(ctx, workspaceID, id)
 	if err != nil {
 		return nil, err
 	}
-	fresh, failed, err := iv.compute(ctx, stored.PeriodStart, stored.PeriodEnd, rawUsageSQL)
-	if err != nil {
-		return nil, err
-	}
-	if err := failed[workspaceID]; err != nil {
-		return nil, fmt.Errorf("reconcile %s: %w", id, err)
-	}
-	want := fresh[workspaceID]
-	if want == nil {
-		want = &Invoice{}
-	}
 	var diffs []string
-	type key struct{ model, class, price string }
-	idx := map[key]Line{}
-	for _, l := range want.Lines {
-		idx[key{l.Model, l.TokenClass, l.PerMillion.String()}] = l
-	}
+	sum := decimal.Zero
 	for _, l := range stored.Lines {
-		k := key{l.Model, l.TokenClass, l.PerMillion.String()}
-		w, ok := idx[k]
-		delete(idx, k)
-		switch {
-		case !ok:
-			diffs = append(diffs, fmt.Sprintf("line %d (%s %s at %s/1M): not in raw events", l.No, l.Model, l.TokenClass, l.PerMillion))
-		case w.Quantity != l.Quantity || !w.Amount.Equal(l.Amount):
-			diffs = append(diffs, fmt.Sprintf("line %d (%s %s): stored %d tokens = %s, raw events give %d tokens = %s",
-				l.No, l.Model, l.TokenClass, l.Quantity, l.Amount, w.Quantity, w.Amount))
+		if l.Kind != KindDiscount && !l.Amount.Equal(Amount(l.Quantity, l.PerMillion)) {
+			diffs = append(diffs, fmt.Sprintf("line %d (%s %s): amount %s is not %d tokens × %s/1M = %s",
+				l.No, l.Model, l.TokenClass, l.Amount, l.Quantity, l.PerMillion, Amount(l.Quantity, l.PerMillion)))
 		}
+		sum = sum.Add(l.Amount)
 	}
-	for k, w := range idx {
-		diffs = append(diffs, fmt.Sprintf("missing line: %s %s at %s/1M, %d tokens = %s", k.model, k.class, k.price, w.Quantity, w.Amount))
-	}
-	if !stored.Subtotal.Equal(want.Subtotal) {
-		diffs = append(diffs, fmt.Sprintf("subtotal: stored %s, raw events give %s", stored.Subtotal, want.Subtotal))
+	if !stored.Subtotal.Equal(sum) {
+		diffs = append(diffs, fmt.Sprintf("subtotal: stored %s, its lines add up to %s", stored.Subtotal, sum))
 	}
 	if !stored.Total.Equal(RoundTotal(stored.Subtotal)) {
 		diffs = append(diffs, fmt.Sprintf("total: stored %s, its subtotal rounds to %s", stored.Total, RoundTotal(stored.Subtotal)))
+	}
+	if stored.Status == StatusVoid {
+		return diffs, nil
+	}
+
+	// The months this invoice bills: its own and every month it adjusts.
+	byPeriod := map[int64][]Line{stored.PeriodStart.Unix(): nil}
+	for _, l := range stored.Lines {
+		byPeriod[l.ServicePeriodStart.Unix()] = append(byPeriod[l.ServicePeriodStart.Unix()], l)
+	}
+	periods := make([]time.Time, 0, len(byPeriod))
+	for p := range byPeriod {
+		periods = append(periods, time.Unix(p, 0).UTC())
+	}
+	sort.Slice(periods, func(i, j int) bool { return periods[i].Before(periods[j]) })
+	ws := []string{workspaceID}
+	elsewhere, err := iv.billed(ctx, periods, stored.PeriodStart, ws)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range periods {
+		pStart, pEnd := Month(p)
+		month := pStart.Format("2006-01")
+		raw, failed, err := iv.priceUsage(ctx, pStart, pEnd, fromRawEvents, ws)
+		if err != nil {
+			return nil, err
+		}
+		if err := failed[workspaceID]; err != nil {
+			return nil, fmt.Errorf("reconcile %s: %w", id, err)
+		}
+		now := raw[workspaceID]
+		if now == nil {
+			now = charges{}
+		}
+		want, err := now.minus(elsewhere[workspaceID][p.Unix()])
+		if err != nil {
+			diffs = append(diffs, fmt.Sprintf("%s: other invoices bill more than the raw events give: %v", month, err))
+			continue
+		}
+		wantKind := KindUsage
+		if !pStart.Equal(stored.PeriodStart) {
+			wantKind = KindAdjustment
+		}
+		have := charges{}
+		for _, l := range byPeriod[p.Unix()] {
+			if l.Kind != KindDiscount && l.Kind != wantKind {
+				diffs = append(diffs, fmt.Sprintf("line %d (%s %s for %s): kind %q, want %q", l.No, l.Model, l.TokenClass, month, l.Kind, wantKind))
+			}
+			if l.Kind == KindDiscount {
+				have.addDiscount(l.DiscountPercent, l.Amount)
+			} else {
+				have.addUsage(l.Model, l.TokenClass, l.Quantity, l.PerMillion, l.Amount)
+			}
+		}
+		for _, k := range have.keys() {
+			h, w := have[k], want[k]
+			switch {
+			case w == nil && k.discount:
+				diffs = append(diffs, fmt.Sprintf("%s: discount %s%% = %s: raw events give no such discount", month, k.pct, h.amount))
+			case w == nil:
+				diffs = append(diffs, fmt.Sprintf("%s: %s %s at %s/1M, %d tokens = %s: not in raw events", month, k.model, k.class, k.price, h.qty, h.amount))
+			case k.discount && !w.amount.Equal(h.amount):
+				diffs = append(diffs, fmt.Sprintf("%s: discount %s%%: stored %s, raw events give %s", month, k.pct, h.amount, w.amount))
+			case !k.discount && (w.qty != h.qty || !w.amount.Equal(h.amount)):
+				diffs = append(diffs, fmt.Sprintf("%s: %s %s at %s/1M: stored %d tokens = %s, raw events give %d tokens = %s",
+					month, k.model, k.class, k.price, h.qty, h.amount, w.qty, w.amount))
+			}
+		}
+		for _, k := range want.keys() {
+			if have[k] != nil {
+				continue
+			}
+			w := want[k]
+			if k.discount {
+				diffs = append(diffs, fmt.Sprintf("%s: missing discount %s%% = %s", month, k.pct, w.amount))
+			} else {
+				diffs = append(diffs, fmt.Sprintf("%s: missing line %s %s at %s/1M, %d tokens = %s", month, k.model, k.class, k.price, w.qty, w.amount))
+			}
+		}
 	}
 	return diffs, nil
 }

@@ -82,11 +82,48 @@ ORDER BY version`
 // so a crash halfway or two concurrent runs converge on the same schema.
 // It returns the versions it applied.
 func Migrate(ctx context.Context, conn driver.Conn, database string) ([]int, error) {
-	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+quoteIdent(database)); err != nil {
+	return MigrateCluster(ctx, conn, database, Cluster{})
+}
+
+// MigrateCluster is Migrate on a ClickHouse cluster: every table is created as
+// cluster.Statements transforms it (the zero Cluster is one server, as Migrate). It refuses
+// a database whose existing tables were created for another layout, e.g. a single-server
+// database migrated with a cluster, before it runs any DDL.
+func MigrateCluster(ctx context.Context, conn driver.Conn, database string, cluster Cluster) ([]int, error) {
+	if err := cluster.Validate(); err != nil {
+		return nil, err
+	}
+	migs, err := Migrations()
+	if err != nil {
+		return nil, err
+	}
+	// Transform everything first: a migration the cluster layout cannot express fails
+	// before any DDL has run.
+	plan := make([][]string, len(migs))
+	for i, m := range migs {
+		for _, stmt := range m.Statements {
+			out, err := cluster.Statements(database, stmt)
+			if err != nil {
+				return nil, fmt.Errorf("migration %s: %w", m.Name, err)
+			}
+			plan[i] = append(plan[i], out...)
+		}
+	}
+	ledger, err := cluster.Statements(database, createMigrationsTable)
+	if err != nil {
+		return nil, fmt.Errorf("schema_migrations: %w", err)
+	}
+	if err := cluster.checkLayout(ctx, conn, database); err != nil {
+		return nil, err
+	}
+
+	if err := conn.Exec(ctx, cluster.createDatabase(database)); err != nil {
 		return nil, fmt.Errorf("create database %s: %w", database, err)
 	}
-	if err := conn.Exec(ctx, strings.Replace(createMigrationsTable, "schema_migrations", quoteIdent(database)+".schema_migrations", 1)); err != nil {
-		return nil, fmt.Errorf("create schema_migrations: %w", err)
+	for _, stmt := range ledger {
+		if err := conn.Exec(ctx, stmt); err != nil {
+			return nil, fmt.Errorf("create schema_migrations: %w", err)
+		}
 	}
 	done := map[int]bool{}
 	rows, err := conn.Query(ctx, "SELECT version FROM "+quoteIdent(database)+".schema_migrations")
@@ -106,18 +143,14 @@ func Migrate(ctx context.Context, conn driver.Conn, database string) ([]int, err
 		return nil, fmt.Errorf("read schema_migrations: %w", err)
 	}
 
-	migs, err := Migrations()
-	if err != nil {
-		return nil, err
-	}
 	var applied []int
-	for _, m := range migs {
+	for i, m := range migs {
 		if done[m.Version] {
 			continue
 		}
-		for i, stmt := range m.Statements {
-			if err := conn.Exec(ctx, qualify(stmt, database)); err != nil {
-				return applied, fmt.Errorf("migration %s statement %d: %w", m.Name, i+1, err)
+		for j, stmt := range plan[i] {
+			if err := conn.Exec(ctx, stmt); err != nil {
+				return applied, fmt.Errorf("migration %s statement %d: %w", m.Name, j+1, err)
 			}
 		}
 		if err := chdb.Insert(ctx, conn, quoteIdent(database)+".schema_migrations", []string{"version", "name", "applied_at"},
@@ -126,7 +159,57 @@ func Migrate(ctx context.Context, conn driver.Conn, database string) ([]int, err
 		}
 		applied = append(applied, m.Version)
 	}
+	if err := cluster.checkLayout(ctx, conn, database); err != nil {
+		return applied, err
+	}
 	return applied, nil
+}
+
+// checkLayout verifies that the tables database already holds are laid out as this
+// Cluster creates them: IF NOT EXISTS would otherwise keep a single-server table where a
+// cluster wants a Distributed one (or the reverse) and go on adding tables of the other
+// layout beside it.
+func (c Cluster) checkLayout(ctx context.Context, conn driver.Conn, database string) error {
+	rows, err := conn.Query(ctx, "SELECT name, engine FROM system.tables WHERE database = ?", database)
+	if err != nil {
+		return fmt.Errorf("read tables of %s: %w", database, err)
+	}
+	engines := map[string]string{}
+	for rows.Next() {
+		var name, engine string
+		if err := rows.Scan(&name, &engine); err != nil {
+			rows.Close()
+			return fmt.Errorf("scan tables of %s: %w", database, err)
+		}
+		engines[name] = engine
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read tables of %s: %w", database, err)
+	}
+	layout := "one server (VENNA_CLICKHOUSE_CLUSTER empty)"
+	if c.Name != "" {
+		layout = fmt.Sprintf("cluster %s (replicated: %t)", c.Name, c.Replicated)
+	}
+	for table, key := range placements {
+		engine, ok := engines[table]
+		if !ok {
+			continue
+		}
+		want := c.Name != "" && key != onEveryServer // Distributed
+		wrong := (engine == "Distributed") != want
+		if !want && !wrong && c.Name != "" {
+			wrong = strings.HasPrefix(engine, "Replicated") != c.Replicated
+		}
+		if local, ok := engines[table+"_local"]; want && !wrong && ok {
+			wrong, engine = strings.HasPrefix(local, "Replicated") != c.Replicated, engine+" over "+local
+		}
+		if wrong {
+			return fmt.Errorf("database %s: table %s is %s, which is not how %s lays it out: "+
+				"a database keeps the layout it was created with (see deploy/README.md to move to a cluster)", database, table, engine, layout)
+		}
+	}
+	return nil
 }
 
 // qualify prefixes the table a CREATE TABLE statement names with the database, so the

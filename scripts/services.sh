@@ -75,6 +75,12 @@ clickhouse_start() {
   <users_config>$ROOT/deploy/clickhouse/users.xml</users_config>
   <default_profile>default</default_profile>
   <default_database>default</default_database>
+  <!-- A one-shard, one-replica cluster of this server alone, and the macros a Replicated
+       table names, for the schema's cluster mode tests (schema/cluster_test.go). -->
+  <remote_servers>
+    <venna_test_cluster><shard><replica><host>127.0.0.1</host><port>$CH_TCP_PORT</port></replica></shard></venna_test_cluster>
+  </remote_servers>
+  <macros><shard>1</shard><replica>127.0.0.1:$CH_TCP_PORT</replica></macros>
 </yandex>
 XML
   log "starting ClickHouse $(clickhouse-client --version 2>/dev/null | awk '{print $NF}') on 127.0.0.1:$CH_TCP_PORT"

@@ -63,3 +63,24 @@ func TestUnknownCommandAndBadFlagFail(t *testing.T) {
 		t.Error("bad log level accepted")
 	}
 }
+
+// -h must never print a secret taken from the environment.
+func TestHelpDoesNotPrintSecrets(t *testing.T) {
+	t.Setenv("VENNA_ADMIN_TOKEN", "admin-secret-0123456789")
+	t.Setenv("VENNA_CLICKHOUSE_PASSWORD", "ch-secret-pw")
+	var cfg Config
+	fs := newFlagSet("test")
+	var help strings.Builder
+	fs.SetOutput(&help)
+	cfg.bind(fs)
+	fs.PrintDefaults()
+	if strings.Contains(help.String(), "admin-secret") || strings.Contains(help.String(), "ch-secret") {
+		t.Errorf("help shows a secret:\n%s", help.String())
+	}
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.AdminToken != "admin-secret-0123456789" || cfg.ClickHouse.Password != "ch-secret-pw" {
+		t.Errorf("secrets from the environment not applied: %q %q", cfg.AdminToken, cfg.ClickHouse.Password)
+	}
+}

@@ -38,6 +38,7 @@ Admin:
   invoice run [--period YYYY-MM]   compute (or finalize) invoices for a month
   invoice show --workspace ID [INVOICE_ID]
   invoice reconcile --workspace ID INVOICE_ID
+  dlq redrive [--limit N]          put dead-lettered events that now validate back on the usage topic
   demo [--requests N]              send traffic for two new workspaces, print usage and invoices
   config-table                     print the configuration reference (Markdown)
 
@@ -93,6 +94,7 @@ func commands() map[string]struct {
 		"all":          {run: runAll, extra: allFlags},
 		"sim-upstream": {run: runSim},
 		"migrate":      {run: runMigrate},
+		"dlq":          {run: runDLQ, extra: dlqFlags},
 		"workspace":    {run: runWorkspace, extra: workspaceFlags},
 		"key":          {run: runKey, extra: keyFlags},
 		"invoice":      {run: runInvoice, extra: invoiceFlags},

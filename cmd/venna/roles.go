@@ -120,13 +120,13 @@ func runIngest(ctx context.Context, env *Env, _ []string) error {
 	defer conn.Close()
 	cons, err := ingest.New(ingest.Config{
 		Brokers: c.brokers(), Topic: c.KafkaTopic, GroupID: c.IngestGroup, Database: c.ClickHouse.Database,
-		BatchSize: c.IngestBatchSize, FlushInterval: c.IngestFlushInterval,
+		BatchSize: c.IngestBatchSize, FlushInterval: c.IngestFlushInterval, DLQTopic: c.dlqTopic(),
 	}, conn, env.Log)
 	if err != nil {
 		return err
 	}
 	env.Log.Info("consuming", "topic", c.KafkaTopic, "group", c.IngestGroup)
-	return cons.Run(ctx)
+	return withOps(ctx, env, "ingest-metrics", c.IngestMetricsAddr, cons.Handler(), cons.Run)
 }
 
 var aggregateOnce *bool
@@ -143,6 +143,8 @@ type jobs struct {
 	mu   sync.Mutex // one job at a time in this process
 	now  func() time.Time
 	last error
+
+	metrics *jobMetrics // nil: none (ops.go)
 }
 
 func newJobs(ctx context.Context, env *Env, conn driver.Conn) (*jobs, error) {
@@ -165,26 +167,31 @@ func newJobs(ctx context.Context, env *Env, conn driver.Conn) (*jobs, error) {
 	return &jobs{env: env, agg: agg, inv: inv, now: time.Now}, nil
 }
 
-func (j *jobs) rollup(ctx context.Context) error {
+func (j *jobs) rollup(ctx context.Context) (err error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	defer j.metrics.observe(jobRollup, time.Now(), &err)
 	res, err := j.agg.Run(ctx)
 	if err != nil {
 		j.env.Log.Error("rollup failed", "err", err)
 		return err
 	}
+	j.metrics.setWatermark(res.Watermark)
 	j.env.Log.Info("rollup done", "hours", len(res.Hours), "watermark", res.Watermark)
 	return nil
 }
 
 // invoices computes the current month's drafts and the previous month's invoice, which
 // is finalized once its grace period is over.
-func (j *jobs) invoices(ctx context.Context) error {
+func (j *jobs) invoices(ctx context.Context) (err error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	defer j.metrics.observe(jobInvoice, time.Now(), &err)
 	cur, _ := invoice.Month(j.now())
 	prev, _ := invoice.Month(cur.Add(-time.Hour))
 	var errs []error
+	unbilled := 0
+	defer func() { j.metrics.setUnbilled(unbilled) }()
 	for _, start := range []time.Time{prev, cur} {
 		end := start.AddDate(0, 1, 0)
 		res, err := j.inv.Run(ctx, start, end)
@@ -193,6 +200,7 @@ func (j *jobs) invoices(ctx context.Context) error {
 			errs = append(errs, err)
 			continue
 		}
+		unbilled += len(res.Failed)
 		for ws, err := range res.Failed {
 			j.env.Log.Error("workspace not invoiced", "workspace", ws, "period", start.Format("2006-01"), "err", err)
 			errs = append(errs, err)
@@ -215,7 +223,8 @@ func runAggregate(ctx context.Context, env *Env, _ []string) error {
 	if aggregateOnce != nil && *aggregateOnce {
 		return errors.Join(j.rollup(ctx), j.invoices(ctx))
 	}
-	return j.schedule(ctx)
+	j.metrics = newJobMetrics()
+	return withOps(ctx, env, "aggregate-ops", env.Config.AggregateMetrics, opsHandler(j.metrics.reg, conn), j.schedule)
 }
 
 // schedule runs the jobs on their cron schedules until ctx ends, then waits for a
@@ -254,7 +263,8 @@ func runAPI(ctx context.Context, env *Env, _ []string) error {
 	if err != nil {
 		return err
 	}
-	srv, err := api.New(api.Config{Database: c.ClickHouse.Database}, conn, auth, inv, env.Log)
+	srv, err := api.New(api.Config{Database: c.ClickHouse.Database, AdminToken: c.AdminToken}, conn, auth, inv, env.Log,
+		api.WithPrices(prices), api.WithAdmin(apikey.NewStore(conn, c.ClickHouse.Database), inv))
 	if err != nil {
 		return err
 	}
@@ -310,15 +320,21 @@ func runMigrate(ctx context.Context, env *Env, _ []string) error {
 		return err
 	}
 	defer conn.Close()
-	applied, err := schema.Migrate(ctx, conn, c.ClickHouse.Database)
+	// With a cluster: ON CLUSTER, Replicated engines and Distributed tables (schema/cluster.go).
+	cluster := schema.Cluster{Name: c.ClickHouseCluster, Replicated: c.ClickHouseCluster != ""}
+	applied, err := schema.MigrateCluster(ctx, conn, c.ClickHouse.Database, cluster)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(env.Out, "clickhouse %s: applied migrations %v\n", c.ClickHouse.Database, applied)
-	if err := kafkaadmin.EnsureTopic(ctx, c.brokers(), c.KafkaTopic, c.KafkaPartitions, c.KafkaReplication); err != nil {
+	if err := kafkaadmin.EnsureTopicConfig(ctx, c.brokers(), c.KafkaTopic, c.KafkaPartitions, c.KafkaReplication, c.topicConfigs()); err != nil {
 		return err
 	}
 	fmt.Fprintf(env.Out, "kafka topic %s: ready\n", c.KafkaTopic)
+	if err := kafkaadmin.EnsureTopicConfig(ctx, c.brokers(), c.dlqTopic(), c.KafkaPartitions, c.KafkaReplication, c.topicConfigs()); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Out, "kafka dead-letter topic %s: ready\n", c.dlqTopic())
 	prices, err := invoice.LoadPriceBook(c.PricesFile)
 	if err != nil {
 		return err

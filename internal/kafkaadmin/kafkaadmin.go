@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"time"
 
@@ -15,6 +17,13 @@ import (
 // EnsureTopic creates topic with the given partitions and replication factor through the
 // cluster's controller; a topic that already exists is left as it is.
 func EnsureTopic(ctx context.Context, brokers []string, topic string, partitions, replication int) error {
+	return EnsureTopicConfig(ctx, brokers, topic, partitions, replication, nil)
+}
+
+// EnsureTopicConfig is EnsureTopic with topic-level settings (e.g. min.insync.replicas,
+// retention.ms) for a topic it creates. An existing topic keeps its settings: change them
+// with kafka-configs.sh --alter.
+func EnsureTopicConfig(ctx context.Context, brokers []string, topic string, partitions, replication int, configs map[string]string) error {
 	if len(brokers) == 0 {
 		return errors.New("ensure topic: no brokers")
 	}
@@ -33,7 +42,11 @@ func EnsureTopic(ctx context.Context, brokers []string, topic string, partitions
 		return fmt.Errorf("dial kafka controller: %w", err)
 	}
 	defer cc.Close()
-	err = cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: replication})
+	tc := kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: replication}
+	for _, name := range slices.Sorted(maps.Keys(configs)) {
+		tc.ConfigEntries = append(tc.ConfigEntries, kafka.ConfigEntry{ConfigName: name, ConfigValue: configs[name]})
+	}
+	err = cc.CreateTopics(tc)
 	if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
 		return fmt.Errorf("create topic %s: %w", topic, err)
 	}
@@ -59,4 +72,26 @@ func allLed(parts []kafka.Partition) bool {
 		}
 	}
 	return true
+}
+
+// TopicConfig returns the given topic-level settings of topic as the broker reports them
+// (its own defaults included).
+func TopicConfig(ctx context.Context, brokers []string, topic string, names ...string) (map[string]string, error) {
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: &kafka.Transport{}}
+	resp, err := client.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{
+		{ResourceType: kafka.ResourceTypeTopic, ResourceName: topic, ConfigNames: names},
+	}})
+	if err != nil {
+		return nil, fmt.Errorf("describe configs of %s: %w", topic, err)
+	}
+	out := map[string]string{}
+	for _, r := range resp.Resources {
+		if r.Error != nil {
+			return nil, fmt.Errorf("describe configs of %s: %w", topic, r.Error)
+		}
+		for _, e := range r.ConfigEntries {
+			out[e.ConfigName] = e.ConfigValue
+		}
+	}
+	return out, nil
 }

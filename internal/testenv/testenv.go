@@ -58,8 +58,14 @@ func Name(t testing.TB) string {
 // The database is dropped when the test ends.
 func ClickHouse(t testing.TB) (chdb.Config, driver.Conn) {
 	t.Helper()
+	return ClickHouseAt(t, ClickHouseAddr(t))
+}
+
+// ClickHouseAt is ClickHouse on the server at addr (e.g. a PrivateServices' CHAddr).
+func ClickHouseAt(t testing.TB, addr string) (chdb.Config, driver.Conn) {
+	t.Helper()
 	cfg := chdb.Config{
-		Addr:     ClickHouseAddr(t),
+		Addr:     addr,
 		Database: Name(t),
 		User:     os.Getenv("VENNA_CLICKHOUSE_USER"),
 		Password: os.Getenv("VENNA_CLICKHOUSE_PASSWORD"),
@@ -86,11 +92,18 @@ func ClickHouse(t testing.TB) (chdb.Config, driver.Conn) {
 func Topic(t testing.TB, partitions int) ([]string, string) {
 	t.Helper()
 	brokers := KafkaBrokers(t)
+	return brokers, TopicAt(t, brokers, partitions)
+}
+
+// TopicAt creates a new topic on the given brokers (e.g. a PrivateServices' Brokers)
+// and returns its name.
+func TopicAt(t testing.TB, brokers []string, partitions int) string {
+	t.Helper()
 	topic := Name(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := kafkaadmin.EnsureTopic(ctx, brokers, topic, partitions, 1); err != nil {
 		t.Fatalf("create topic %s: %v (%s)", topic, err, hint)
 	}
-	return brokers, topic
+	return topic
 }

@@ -1,0 +1,561 @@
+package invoice
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/shopspring/decimal"
+)
+
+// chargeKey identifies what a line bills within one service period: a model's token
+// class at one unit price, or a discount at one percentage.
+type chargeKey struct {
+	discount            bool
+	model, class, price string
+	pct                 string
+}
+
+// charge is a quantity and amount under one key; seq keeps the order of first appearance
+// (price segments in time order), so lines come out the same on every run.
+type charge struct {
+	seq             int
+	model, class    string
+	qty             uint64
+	perMillion, pct decimal.Decimal
+	amount          decimal.Decimal
+}
+
+// charges is what one workspace's service period bills, or has billed, by key.
+type charges map[chargeKey]*charge
+
+func (c charges) add(k chargeKey, ch charge) {
+	if have := c[k]; have != nil {
+		have.qty += ch.qty
+		have.amount = have.amount.Add(ch.amount)
+		return
+	}
+	ch.seq = len(c)
+	c[k] = &ch
+}
+
+func (c charges) addUsage(model, class string, qty uint64, perMillion decimal.Decimal, amount decimal.Decimal) {
+	c.add(chargeKey{model: model, class: class, price: perMillion.String()},
+		charge{model: model, class: class, qty: qty, perMillion: perMillion, amount: amount})
+}
+
+func (c charges) addDiscount(pct, amount decimal.Decimal) {
+	c.add(chargeKey{discount: true, pct: pct.String()}, charge{pct: pct, amount: amount})
+}
+
+// minus returns what c bills beyond billed: the charges still to bill. Usage only grows,
+// so a key billed beyond what it gives now can only come from an edited price book or
+// overrides for an invoiced period (or deleted raw events): that is an error, never a
+// silent credit.
+func (c charges) minus(billed charges) (charges, error) {
+	out := charges{}
+	for _, k := range c.keys() {
+		now, was := c[k], billed[k]
+		if was == nil {
+			was = &charge{}
+		}
+		if k.discount {
+			d := now.amount.Sub(was.amount)
+			if d.IsPositive() {
+				return nil, fmt.Errorf("discount %s%% already billed %s, usage now gives %s", k.pct, was.amount, now.amount)
+			}
+			if !d.IsZero() {
+				out.addDiscount(now.pct, d)
+			}
+			continue
+		}
+		if was.qty > now.qty {
+			return nil, fmt.Errorf("%s %s at %s/1M: %d tokens already billed, usage now gives %d", k.model, k.class, k.price, was.qty, now.qty)
+		}
+		if d := now.qty - was.qty; d > 0 {
+			out.addUsage(now.model, now.class, d, now.perMillion, Amount(d, now.perMillion))
+		}
+	}
+	for k, was := range billed {
+		if c[k] == nil && (was.qty > 0 || !was.amount.IsZero()) {
+			if k.discount {
+				return nil, fmt.Errorf("discount %s%% already billed %s, usage now gives none", k.pct, was.amount)
+			}
+			return nil, fmt.Errorf("%s %s at %s/1M: %d tokens already billed, usage now gives none", k.model, k.class, k.price, was.qty)
+		}
+	}
+	return out, nil
+}
+
+// keys returns the keys in order of first appearance.
+func (c charges) keys() []chargeKey {
+	ks := make([]chargeKey, 0, len(c))
+	for k := range c {
+		ks = append(ks, k)
+	}
+	sort.Slice(ks, func(i, j int) bool { return c[ks[i]].seq < c[ks[j]].seq })
+	return ks
+}
+
+// lines turns charges of service period [start, end) into invoice lines; usage lines get
+// kind usageKind (usage for the invoice's own period, adjustment for an earlier one).
+func (c charges) lines(usageKind string, start, end time.Time) []Line {
+	var out []Line
+	for _, k := range c.keys() {
+		ch := c[k]
+		l := Line{Kind: usageKind, ServicePeriodStart: start, ServicePeriodEnd: end, Model: ch.model, TokenClass: ch.class,
+			Quantity: ch.qty, PerMillion: ch.perMillion, Amount: ch.amount}
+		if k.discount {
+			l.Kind, l.DiscountPercent = KindDiscount, ch.pct
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// usageSource is a query giving, per workspace x model x price segment of a period,
+// input, cached input and output tokens. Placeholders: {db}, {segment} (an expression of
+// the column hour), {start}, {end} (Unix seconds), {workspaces} (a filter or nothing),
+// and for the rollups {notsplit} and {hourly} (see priceUsage).
+type usageSource string
+
+// fromRollups is what invoices bill: whole days from usage_daily, except the days some
+// price changes inside of, which are read hour by hour from usage_hourly. A month is
+// then ~31 rows per workspace x model x key instead of ~744.
+const fromRollups usageSource = `SELECT workspace_id, model, {segment} AS segment, toUInt64(sum(p) - sum(c)), sum(c), sum(o)
+FROM (
+    SELECT workspace_id, model, day AS hour, prompt_tokens AS p, cached_tokens AS c, completion_tokens AS o
+    FROM {db}.usage_daily FINAL
+    WHERE day >= toDateTime({start}, 'UTC') AND day < toDateTime({end}, 'UTC') {notsplit} {workspaces}
+    {hourly}
+)
+GROUP BY workspace_id, model, segment
+ORDER BY workspace_id, model, segment`
+
+const hourlyOfSplitDays = `UNION ALL
+    SELECT workspace_id, model, hour, prompt_tokens, cached_tokens, completion_tokens
+    FROM {db}.usage_hourly FINAL
+    WHERE hour >= toDateTime({start}, 'UTC') AND hour < toDateTime({end}, 'UTC') AND toStartOfDay(hour) IN ({split}) {workspaces}`
+
+// fromRawEvents is the same sums straight from deduplicated raw events: what
+// reconciliation checks invoices against.
+const fromRawEvents usageSource = `SELECT workspace_id, model, {segment} AS segment,
+    toUInt64(sum(prompt_tokens) - sum(cached_tokens)), sum(cached_tokens), sum(completion_tokens)
+FROM (
+    SELECT event_id, workspace_id, model, occurred_at AS hour, prompt_tokens, cached_tokens, completion_tokens
+    FROM {db}.usage_events
+    WHERE occurred_at >= toDateTime({start}, 'UTC') AND occurred_at < toDateTime({end}, 'UTC') AND status = 'ok' {workspaces}
+    LIMIT 1 BY event_id
+)
+GROUP BY workspace_id, model, segment
+ORDER BY workspace_id, model, segment`
+
+// wsFilter returns the SQL filter restricting a query to workspaces (nil: every
+// workspace), as literals: IN over a literal list uses the primary key.
+func wsFilter(workspaces []string) string {
+	if workspaces == nil {
+		return ""
+	}
+	return "AND workspace_id IN (" + sqlStrings(workspaces) + ")"
+}
+
+// sqlStrings quotes values as ClickHouse string literals, comma-separated.
+func sqlStrings(values []string) string {
+	if len(values) == 0 {
+		return "''"
+	}
+	q := make([]string, len(values))
+	esc := strings.NewReplacer(`\`, `\\`, `'`, `\'`)
+	for i, v := range values {
+		q[i] = "'" + esc.Replace(v) + "'"
+	}
+	return strings.Join(q, ", ")
+}
+
+// priceUsage prices the usage of [start, end): per workspace, what the period bills —
+// usage charges per model, class and unit price in force (the workspace's own price if it
+// has one), and discount charges per percentage. A workspace with usage of a model
+// without a price is in failed and not priced at all.
+func (iv *Invoicer) priceUsage(ctx context.Context, start, end time.Time, src usageSource, workspaces []string) (map[string]charges, map[string]error, error) {
+	breaks := iv.prices.Breakpoints(start, end)
+	// segment = how many price changes happened at or before the hour: usage of one
+	// segment was all billed at the same prices.
+	seg := "toUInt64(0)"
+	if len(breaks) > 0 {
+		parts := make([]string, len(breaks))
+		for i, b := range breaks {
+			parts[i] = fmt.Sprintf("toUInt64(hour >= toDateTime(%d, 'UTC'))", b.Unix())
+		}
+		seg = strings.Join(parts, " + ")
+	}
+	// A day that a price change splits (one not at midnight) is read by the hour; every
+	// other day lies within one segment, and its daily row is priced at its start.
+	var split []string
+	for _, b := range breaks {
+		if day := b.Truncate(24 * time.Hour); !day.Equal(b) {
+			split = append(split, fmt.Sprintf("toDateTime(%d, 'UTC')", day.Unix()))
+		}
+	}
+	notsplit, hourly := "", ""
+	if len(split) > 0 {
+		notsplit = "AND day NOT IN (" + strings.Join(split, ", ") + ")"
+		hourly = strings.ReplaceAll(hourlyOfSplitDays, "{split}", strings.Join(split, ", "))
+	}
+	q := strings.NewReplacer("{notsplit}", notsplit, "{hourly}", hourly).Replace(string(src))
+	q = strings.NewReplacer("{db}", iv.cfg.Database, "{segment}", seg, "{workspaces}", wsFilter(workspaces),
+		"{start}", strconv.FormatInt(start.Unix(), 10), "{end}", strconv.FormatInt(end.Unix(), 10)).Replace(q)
+	rows, err := iv.conn.Query(ctx, q)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read usage %s..%s: %w", start.Format(time.RFC3339), end.Format(time.RFC3339), err)
+	}
+	defer rows.Close()
+	out := map[string]charges{}
+	failed := map[string]error{}
+	for rows.Next() {
+		var ws, model string
+		var segment, input, cached, output uint64
+		if err := rows.Scan(&ws, &model, &segment, &input, &cached, &output); err != nil {
+			return nil, nil, fmt.Errorf("scan usage: %w", err)
+		}
+		if failed[ws] != nil {
+			continue
+		}
+		segStart := start
+		if segment > 0 {
+			segStart = breaks[segment-1]
+		}
+		price, err := iv.prices.For(ws, model, segStart)
+		if err != nil {
+			failed[ws] = fmt.Errorf("workspace %s: %w", ws, err)
+			delete(out, ws)
+			continue
+		}
+		pct := iv.prices.DiscountAt(ws, segStart)
+		c := out[ws]
+		if c == nil {
+			c = charges{}
+			out[ws] = c
+		}
+		for _, u := range []struct {
+			class string
+			qty   uint64
+		}{{ClassInput, input}, {ClassCachedInput, cached}, {ClassOutput, output}} {
+			if u.qty == 0 {
+				continue
+			}
+			p := price.PerMillion[u.class]
+			c.addUsage(model, u.class, u.qty, p, Amount(u.qty, p))
+			if pct.IsPositive() {
+				// pct% of a price has at most 6 decimals (checked when the book was
+				// parsed), so the discount is exact at 12 decimals like every amount.
+				c.addDiscount(pct, Amount(u.qty, percentOf(p, pct)).Neg())
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("read usage: %w", err)
+	}
+	return out, failed, nil
+}
+
+// billedSQL sums, per workspace and service period, what the current version of every
+// non-void invoice bills, leaving out the invoices of period {except} (the one being
+// computed). Placeholders: {db}, {periods}, {except}, {workspaces}.
+// (No GROUP BY: 18.16 crashes grouping by Decimal keys; the lines are few, Go sums them.)
+const billedSQL = `SELECT workspace_id, service_period_start, kind, model, token_class, usd_per_million, discount_percent,
+    quantity, amount
+FROM {db}.invoice_items FINAL
+WHERE service_period_start IN ({periods}) AND period_start != toDateTime({except}, 'UTC') {workspaces}
+    AND (invoice_id, version) IN (SELECT invoice_id, version FROM {db}.invoices FINAL WHERE status != 'void')`
+
+// billed returns, by workspace and service period (Unix seconds), what every non-void
+// invoice except those of period except bills for the given periods.
+func (iv *Invoicer) billed(ctx context.Context, periods []time.Time, except time.Time, workspaces []string) (map[string]map[int64]charges, error) {
+	out := map[string]map[int64]charges{}
+	if len(periods) == 0 {
+		return out, nil
+	}
+	list := make([]string, len(periods))
+	for i, p := range periods {
+		list[i] = fmt.Sprintf("toDateTime(%d, 'UTC')", p.Unix())
+	}
+	q := strings.NewReplacer("{db}", iv.cfg.Database, "{periods}", strings.Join(list, ", "), "{workspaces}", wsFilter(workspaces),
+		"{except}", strconv.FormatInt(except.Unix(), 10)).Replace(billedSQL)
+	rows, err := iv.conn.Query(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("read billed usage: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var ws, kind, model, class string
+		var period time.Time
+		var qty uint64
+		var price, pct, amount decimal.Decimal
+		if err := rows.Scan(&ws, &period, &kind, &model, &class, &price, &pct, &qty, &amount); err != nil {
+			return nil, fmt.Errorf("scan billed usage: %w", err)
+		}
+		if out[ws] == nil {
+			out[ws] = map[int64]charges{}
+		}
+		c := out[ws][period.Unix()]
+		if c == nil {
+			c = charges{}
+			out[ws][period.Unix()] = c
+		}
+		if kind == KindDiscount {
+			c.addDiscount(pct, amount)
+		} else {
+			c.addUsage(model, class, qty, price, amount)
+		}
+	}
+	return out, rows.Err()
+}
+
+// pendingSQL finds the (workspace, month) before {q} whose rolled-up usage differs, for
+// some model and token class, from what every non-void invoice except those of month {q}
+// bills for it: the only months that can need an adjustment. Reading the daily rollup and
+// the stored lines (never raw events or hours) keeps it cheap.
+const pendingSQL = `SELECT DISTINCT workspace_id, p FROM (
+    SELECT workspace_id, p, model, sum(i) AS di, sum(c) AS dc, sum(o) AS dout FROM (
+        SELECT workspace_id, toYYYYMM(day) AS p, model, toInt64(sum(prompt_tokens)) - toInt64(sum(cached_tokens)) AS i,
+            toInt64(sum(cached_tokens)) AS c, toInt64(sum(completion_tokens)) AS o
+        FROM {db}.usage_daily FINAL
+        WHERE day < toDateTime({q}, 'UTC') {workspaces}
+        GROUP BY workspace_id, p, model
+        UNION ALL
+        SELECT workspace_id, toYYYYMM(service_period_start) AS p, model,
+            -toInt64(sumIf(quantity, token_class = 'input')), -toInt64(sumIf(quantity, token_class = 'cached_input')),
+            -toInt64(sumIf(quantity, token_class = 'output'))
+        FROM {db}.invoice_items FINAL
+        WHERE kind != 'discount' AND service_period_start < toDateTime({q}, 'UTC') AND period_start != toDateTime({q}, 'UTC') {workspaces}
+            AND (invoice_id, version) IN (SELECT invoice_id, version FROM {db}.invoices FINAL WHERE status != 'void')
+        GROUP BY workspace_id, p, model
+    )
+    GROUP BY workspace_id, p, model
+    HAVING di != 0 OR dc != 0 OR dout != 0
+)`
+
+// adjustable returns, by workspace, the months before start whose usage the workspace's
+// invoice for [start, end) must adjust: months with usage not billed yet (pending) whose
+// own invoice is finalized or void — or that never got an invoice and whose grace ended
+// before this month began — and with no draft of the workspace in between, which takes
+// them first (a period's late usage goes on the next open invoice).
+func (iv *Invoicer) adjustable(ctx context.Context, start time.Time, workspaces []string) (map[string][]time.Time, error) {
+	q := strings.NewReplacer("{db}", iv.cfg.Database, "{workspaces}", wsFilter(workspaces), "{q}", strconv.FormatInt(start.Unix(), 10)).Replace(pendingSQL)
+	rows, err := iv.conn.Query(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("find unbilled usage before %s: %w", start.Format("2006-01"), err)
+	}
+	pending := map[string][]time.Time{}
+	for rows.Next() {
+		var ws string
+		var yyyymm uint32
+		if err := rows.Scan(&ws, &yyyymm); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("scan unbilled usage: %w", err)
+		}
+		pending[ws] = append(pending[ws], time.Date(int(yyyymm/100), time.Month(yyyymm%100), 1, 0, 0, 0, 0, time.UTC))
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("find unbilled usage: %w", err)
+	}
+	if len(pending) == 0 {
+		return pending, nil
+	}
+	// The statuses of the earlier invoices of those workspaces. (Filtered here rather than
+	// in SQL: after a mass void the list could outgrow a query.)
+	rows, err = iv.conn.Query(ctx, fmt.Sprintf("SELECT workspace_id, period_start, status FROM %s.invoices FINAL WHERE period_start < toDateTime(%d, 'UTC') %s",
+		iv.cfg.Database, start.Unix(), wsFilter(workspaces)))
+	if err != nil {
+		return nil, fmt.Errorf("read earlier invoices: %w", err)
+	}
+	status := map[string]map[int64]string{} // by workspace, period start
+	for rows.Next() {
+		var ws, st string
+		var period time.Time
+		if err := rows.Scan(&ws, &period, &st); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("scan earlier invoice: %w", err)
+		}
+		if pending[ws] == nil {
+			continue
+		}
+		if status[ws] == nil {
+			status[ws] = map[int64]string{}
+		}
+		status[ws][period.Unix()] = st
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read earlier invoices: %w", err)
+	}
+	out := map[string][]time.Time{}
+	for ws, months := range pending {
+		for _, p := range months {
+			st, invoiced := status[ws][p.Unix()]
+			_, pEnd := Month(p)
+			switch {
+			case invoiced && !frozen(st):
+				continue // its own draft bills it
+			case !invoiced && pEnd.Add(iv.cfg.Grace).After(start):
+				continue // its own invoice may still be created by a run of that month
+			}
+			draftBetween := false
+			for period, st := range status[ws] {
+				if period > p.Unix() && st == StatusDraft {
+					draftBetween = true
+				}
+			}
+			if !draftBetween {
+				out[ws] = append(out[ws], p)
+			}
+		}
+		sort.Slice(out[ws], func(i, j int) bool { return out[ws][i].Before(out[ws][j]) })
+	}
+	return out, nil
+}
+
+// built collects a month's invoices as build assembles them.
+type built struct {
+	start, end time.Time
+	currency   string
+	invoices   map[string]*Invoice
+	failed     map[string]error
+}
+
+// add appends lines to a workspace's invoice, creating it.
+func (b *built) add(ws string, lines []Line) {
+	if len(lines) == 0 || b.failed[ws] != nil {
+		return
+	}
+	inv := b.invoices[ws]
+	if inv == nil {
+		inv = &Invoice{ID: ID(ws, b.start, b.end), WorkspaceID: ws, PeriodStart: b.start, PeriodEnd: b.end, Currency: b.currency, Lines: []Line{}}
+		b.invoices[ws] = inv
+	}
+	inv.Lines = append(inv.Lines, lines...)
+}
+
+// fail drops a workspace's invoice: it is not billed at all rather than billed in part.
+func (b *built) fail(ws string, err error) {
+	b.failed[ws] = err
+	delete(b.invoices, ws)
+}
+
+// build computes the invoices of month [start, end) — of every workspace, or only those
+// given — from the rollups: the month's usage not billed on another invoice yet, and
+// adjustment lines for the earlier months adjustable returns, each = that month's usage
+// now, at its prices, minus what every other non-void invoice bills for it.
+func (iv *Invoicer) build(ctx context.Context, start, end time.Time, workspaces []string) (map[string]*Invoice, map[string]error, error) {
+	if err := iv.upgrade(ctx); err != nil {
+		return nil, nil, err
+	}
+	own, failed, err := iv.priceUsage(ctx, start, end, fromRollups, workspaces)
+	if err != nil {
+		return nil, nil, err
+	}
+	ownBilled, err := iv.billed(ctx, []time.Time{start}, start, workspaces)
+	if err != nil {
+		return nil, nil, err
+	}
+	adjust, err := iv.adjustable(ctx, start, workspaces)
+	if err != nil {
+		return nil, nil, err
+	}
+	b := &built{start: start, end: end, currency: iv.prices.Currency, invoices: map[string]*Invoice{}, failed: failed}
+	for ws, c := range own {
+		todo, err := c.minus(ownBilled[ws][start.Unix()])
+		if err != nil {
+			b.fail(ws, fmt.Errorf("workspace %s, %s: %w", ws, start.Format("2006-01"), err))
+			continue
+		}
+		b.add(ws, todo.lines(KindUsage, start, end))
+	}
+	// Adjustments, one earlier month at a time, for adjustChunk workspaces at a time.
+	byMonth := map[int64][]string{}
+	for ws, months := range adjust {
+		for _, p := range months {
+			byMonth[p.Unix()] = append(byMonth[p.Unix()], ws)
+		}
+	}
+	months := make([]int64, 0, len(byMonth))
+	for p := range byMonth {
+		months = append(months, p)
+	}
+	sort.Slice(months, func(i, j int) bool { return months[i] < months[j] })
+	for _, p := range months {
+		all := byMonth[p]
+		sort.Strings(all)
+		for len(all) > 0 {
+			wss := all[:min(adjustChunk, len(all))]
+			all = all[len(wss):]
+			if err := iv.adjust(ctx, b, time.Unix(p, 0).UTC(), wss); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	for _, inv := range b.invoices {
+		inv.finish()
+	}
+	return b.invoices, b.failed, nil
+}
+
+// adjustChunk bounds the workspaces named in one adjustment query.
+const adjustChunk = 1000
+
+// adjust adds to b the adjustment lines of the earlier month starting at p for workspaces wss.
+func (iv *Invoicer) adjust(ctx context.Context, b *built, p time.Time, wss []string) error {
+	pStart, pEnd := Month(p)
+	now, failed, err := iv.priceUsage(ctx, pStart, pEnd, fromRollups, wss)
+	if err != nil {
+		return err
+	}
+	was, err := iv.billed(ctx, []time.Time{pStart}, b.start, wss)
+	if err != nil {
+		return err
+	}
+	for _, ws := range wss {
+		if err := failed[ws]; err != nil {
+			b.fail(ws, fmt.Errorf("adjustment for %s: %w", pStart.Format("2006-01"), err))
+			continue
+		}
+		c := now[ws]
+		if c == nil {
+			c = charges{}
+		}
+		todo, err := c.minus(was[ws][pStart.Unix()])
+		if err != nil {
+			b.fail(ws, fmt.Errorf("workspace %s, adjustment for %s: %w", ws, pStart.Format("2006-01"), err))
+			continue
+		}
+		b.add(ws, todo.lines(KindAdjustment, pStart, pEnd))
+	}
+	return nil
+}
+
+// upgradeSQL copies the lines of invoices written before migration 0003 (in invoice_lines)
+// into invoice_items — kind usage, service period the invoice's own — so that what they
+// billed counts, and they read as before. Lines already copied are left alone.
+const upgradeSQL = `INSERT INTO {db}.invoice_items (invoice_id, version, line_no, workspace_id, period_start, kind,
+    service_period_start, service_period_end, model, token_class, quantity, usd_per_million, discount_percent, amount)
+SELECT invoice_id, version, line_no, workspace_id, period_start, 'usage', period_start, period_end,
+    model, token_class, quantity, usd_per_million, toDecimal128(0, 12), amount
+FROM {db}.invoice_lines
+ALL INNER JOIN (SELECT invoice_id, version, period_start, period_end FROM {db}.invoices FINAL) USING (invoice_id, version)
+WHERE (invoice_id, version) NOT IN (SELECT invoice_id, version FROM {db}.invoice_items)`
+
+// upgrade runs upgradeSQL once per Invoicer.
+func (iv *Invoicer) upgrade(ctx context.Context) error {
+	if iv.upgraded.Load() {
+		return nil
+	}
+	if err := iv.conn.Exec(ctx, strings.ReplaceAll(upgradeSQL, "{db}", iv.cfg.Database)); err != nil {
+		return fmt.Errorf("copy invoice lines of before migration 0003: %w", err)
+	}
+	iv.upgraded.Store(true)
+	return nil
+}
