@@ -24,13 +24,18 @@ import (
 //
 //	go test -run '^$' -bench GatewayOverhead -benchtime 1x ./gateway/
 func BenchmarkGatewayOverhead(b *testing.B) {
-	for _, stream := range []bool{false, true} {
-		name := "plain"
-		if stream {
-			name = "stream"
-		}
-		b.Run(name, func(b *testing.B) {
-			up := httptest.NewServer((&simupstream.Server{}).Handler())
+	for _, tc := range []struct {
+		name   string
+		stream bool
+		delay  time.Duration // upstream think time: 0 is CPU-bound, the worst case for a proxy
+	}{{"plain", false, 0}, {"stream", true, 0}, {"plain-upstream-20ms", false, 20 * time.Millisecond}} {
+		stream := tc.stream
+		b.Run(tc.name, func(b *testing.B) {
+			sim := (&simupstream.Server{}).Handler()
+			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				time.Sleep(tc.delay)
+				sim.ServeHTTP(w, r)
+			}))
 			defer up.Close()
 			prod, err := NewProducer(ProducerConfig{Brokers: []string{"127.0.0.1:1"}, Topic: "bench", MaxBackoff: time.Second,
 				Spool: SpoolConfig{Dir: b.TempDir(), MaxBytes: 8 << 30}}, slog.New(slog.DiscardHandler))
@@ -72,7 +77,10 @@ func BenchmarkGatewayOverhead(b *testing.B) {
 			}
 			b.ResetTimer()
 			for range b.N {
-				const n = 3000
+				n := 3000
+				if tc.delay > 0 {
+					n = 100
+				}
 				dLat, gLat := make([]time.Duration, 0, n), make([]time.Duration, 0, n)
 				for range n {
 					t0 := time.Now()

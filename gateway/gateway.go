@@ -295,7 +295,7 @@ func parseAnswer(b []byte) (upstreamAnswer, error) {
 	}
 	if len(u) > 0 && u[0] == '{' {
 		a.Usage = new(usage)
-		if err := json.Unmarshal(u, a.Usage); err != nil {
+		if err := a.Usage.parse(u); err != nil {
 			return a, err
 		}
 	}

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/venna/metering/apikey"
@@ -25,6 +27,62 @@ type usage struct {
 		AcceptedPredictionTokens int64 `json:"accepted_prediction_tokens"`
 		RejectedPredictionTokens int64 `json:"rejected_prediction_tokens"`
 	} `json:"completion_tokens_details"`
+}
+
+// parse reads a usage object (valid JSON) without reflection: the counts and their two
+// detail objects. Unknown members are skipped; a count that is not an integer is an error.
+func (u *usage) parse(b []byte) error {
+	var err error
+	num := func(v []byte, dst *int64) {
+		if string(v) == "null" || err != nil {
+			return
+		}
+		*dst, err = strconv.ParseInt(string(v), 10, 64)
+	}
+	if e := members(b, func(m member) {
+		v := b[m.valueStart:m.valueEnd]
+		switch {
+		case keyIs(b, m, "prompt_tokens"):
+			num(v, &u.PromptTokens)
+		case keyIs(b, m, "completion_tokens"):
+			num(v, &u.CompletionTokens)
+		case keyIs(b, m, "total_tokens"):
+			num(v, &u.TotalTokens)
+		case keyIs(b, m, "prompt_tokens_details") && len(v) > 0 && v[0] == '{':
+			u.PromptTokensDetails = &struct {
+				CachedTokens int64 `json:"cached_tokens"`
+			}{}
+			members(v, func(d member) {
+				if keyIs(v, d, "cached_tokens") {
+					num(v[d.valueStart:d.valueEnd], &u.PromptTokensDetails.CachedTokens)
+				}
+			})
+		case keyIs(b, m, "completion_tokens_details") && len(v) > 0 && v[0] == '{':
+			cd := &struct {
+				ReasoningTokens          int64 `json:"reasoning_tokens"`
+				AcceptedPredictionTokens int64 `json:"accepted_prediction_tokens"`
+				RejectedPredictionTokens int64 `json:"rejected_prediction_tokens"`
+			}{}
+			u.CompletionTokensDetails = cd
+			members(v, func(d member) {
+				dv := v[d.valueStart:d.valueEnd]
+				switch {
+				case keyIs(v, d, "reasoning_tokens"):
+					num(dv, &cd.ReasoningTokens)
+				case keyIs(v, d, "accepted_prediction_tokens"):
+					num(dv, &cd.AcceptedPredictionTokens)
+				case keyIs(v, d, "rejected_prediction_tokens"):
+					num(dv, &cd.RejectedPredictionTokens)
+				}
+			})
+		}
+	}); e != nil {
+		return e
+	}
+	if err != nil {
+		return fmt.Errorf("usage: %w", err)
+	}
+	return nil
 }
 
 // apply copies the upstream's counts onto ev.
