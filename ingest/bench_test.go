@@ -129,7 +129,10 @@ func rowCount(b *testing.B, conn driver.Conn, db string) uint64 {
 //
 //	scripts/test.sh -run XXX -bench BenchmarkIngest -benchtime 1x ./ingest/
 //
-// VENNA_BENCH_EVENTS sets the number of events (default 500000).
+// VENNA_BENCH_EVENTS sets the number of events (default 500000), VENNA_BENCH_BATCH the
+// batch size of the consumer and of the baseline (default 10000); VENNA_BENCH_DEBUG=1 logs
+// each batch's fill, insert and commit times; VENNA_BENCH_CPUPROFILE=FILE profiles the
+// end-to-end phase only.
 func BenchmarkIngest(b *testing.B) {
 	n := 500000
 	if v := os.Getenv("VENNA_BENCH_EVENTS"); v != "" {
@@ -138,7 +141,10 @@ func BenchmarkIngest(b *testing.B) {
 			b.Fatalf("VENNA_BENCH_EVENTS: %v", err)
 		}
 	}
-	const batchSize, partitions = 10000, 8
+	batchSize, partitions := 10000, 8
+	if v := os.Getenv("VENNA_BENCH_BATCH"); v != "" {
+		batchSize, _ = strconv.Atoi(v)
+	}
 	chCfg, conn := testenv.ClickHouse(b)
 	brokers, topic := testenv.Topic(b, partitions)
 	if err := ensureTopic(brokers, DLQTopicFor(topic)); err != nil {

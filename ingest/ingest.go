@@ -237,7 +237,6 @@ func (c *Consumer) fetchLoop(ctx context.Context, batches chan<- *batch, flusher
 			c.fetchFailing.Store(false)
 			backoff = 100 * time.Millisecond
 			c.stats.fetched.Add(1)
-			c.metrics.fetched.Inc()
 			if cur.messages == 0 {
 				cur.deadline = c.now().Add(c.cfg.FlushInterval)
 				cur.ctx, cur.cancel = context.WithDeadline(ctx, cur.deadline)
@@ -276,11 +275,14 @@ func (c *Consumer) fetchLoop(ctx context.Context, batches chan<- *batch, flusher
 }
 
 // add decodes m into b: a valid event becomes a row (unless its event_id is already in
-// the batch), an invalid message a dead letter. The last message of each partition is
-// kept for the commit; the others' bytes are not.
+// the batch), an invalid message a dead letter. Only a dead letter keeps its bytes; for the
+// commit, the batch keeps the next offset of each partition.
 func (c *Consumer) add(b *batch, m kafka.Message) {
 	b.messages++
-	b.last[m.Partition] = kafka.Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset}
+	for len(b.next) <= m.Partition {
+		b.next = append(b.next, -1)
+	}
+	b.next[m.Partition] = m.Offset + 1
 	var ev schema.UsageEvent
 	if class, err := check(m.Value, &ev, &c.strs, c.validate); err != nil {
 		b.dead = append(b.dead, deadLetter{msg: m, class: class, reason: err})
@@ -329,6 +331,7 @@ func (c *Consumer) flush(ctx context.Context, b *batch) error {
 	c.metrics.inserted.Add(float64(b.rows.n))
 	c.metrics.duplicates.Add(float64(b.duplicates))
 	c.metrics.batches.Inc()
+	c.metrics.committed.Add(float64(b.messages))
 	c.metrics.batchSize.Observe(float64(b.messages))
 	return nil
 }
@@ -416,9 +419,12 @@ func (c *Consumer) insertWithRetry(ctx context.Context, rows *eventColumns) erro
 }
 
 func (c *Consumer) commit(ctx context.Context, b *batch) error {
-	msgs := make([]kafka.Message, 0, len(b.last))
-	for _, m := range b.last {
-		msgs = append(msgs, m)
+	var msgs []kafka.Message
+	for p, next := range b.next {
+		if next >= 0 {
+			// CommitMessages commits a message's offset + 1: the next one to read.
+			msgs = append(msgs, kafka.Message{Topic: c.cfg.Topic, Partition: p, Offset: next - 1})
+		}
 	}
 	// The rows are stored: commit even if shutdown began meanwhile (ctx is the flusher's,
 	// which outlives the stop by DrainTimeout), so that a graceful stop redelivers nothing.
@@ -442,14 +448,14 @@ func (c *Consumer) commit(ctx context.Context, b *batch) error {
 
 // batch is what one insert and one commit cover.
 type batch struct {
-	messages        int                   // Kafka messages, valid or not
-	deadline        time.Time             // when the batch is flushed even if not full
-	rows            eventColumns          // valid events, deduplicated by event_id
-	seen            map[string]struct{}   // event_ids in rows
-	duplicates      int                   // events dropped as already in rows
-	dead            []deadLetter          // invalid messages, with their bytes
-	last            map[int]kafka.Message // highest offset read per partition
-	ctx             context.Context       // ends at deadline: the fetches of a non-empty batch wait no longer
+	messages        int                 // Kafka messages, valid or not
+	deadline        time.Time           // when the batch is flushed even if not full
+	rows            eventColumns        // valid events, deduplicated by event_id
+	seen            map[string]struct{} // event_ids in rows
+	duplicates      int                 // events dropped as already in rows
+	dead            []deadLetter        // invalid messages, with their bytes
+	next            []int64             // by partition: the offset after the last message read; -1: none
+	ctx             context.Context     // ends at deadline: the fetches of a non-empty batch wait no longer
 	cancel          context.CancelFunc
 	started, filled time.Time // for the debug log
 }
@@ -458,7 +464,7 @@ type batch struct {
 // (a quiet topic does not allocate full-size batches every FlushInterval).
 func (c *Consumer) newBatch(previous int) *batch {
 	n := min(c.cfg.BatchSize, max(previous, 256))
-	b := &batch{seen: make(map[string]struct{}, n), last: map[int]kafka.Message{}}
+	b := &batch{seen: make(map[string]struct{}, n)}
 	b.rows.grow(n)
 	return b
 }

@@ -17,7 +17,7 @@ import (
 // several consumers (tests, `venna all`) never collide on the global one.
 type metrics struct {
 	reg            *prometheus.Registry
-	fetched        prometheus.Counter
+	committed      prometheus.Counter
 	inserted       prometheus.Counter
 	duplicates     prometheus.Counter
 	deadLettered   *prometheus.CounterVec
@@ -32,8 +32,8 @@ type metrics struct {
 func newMetrics(lag prometheus.Collector) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
-		fetched: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "venna_ingest_messages_fetched_total", Help: "Kafka messages fetched."}),
+		committed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "venna_ingest_messages_committed_total", Help: "Kafka messages whose offsets were committed: stored, dead-lettered or dropped as in-batch duplicates."}),
 		inserted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "venna_ingest_rows_inserted_total", Help: "Usage events inserted into ClickHouse (batches acknowledged by the server)."}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
@@ -58,7 +58,7 @@ func newMetrics(lag prometheus.Collector) *metrics {
 	for _, reason := range []string{reasonNotJSON, reasonSchemaVersion, reasonContract} {
 		m.deadLettered.WithLabelValues(reason) // export zeros, so that a rate() has a series to start from
 	}
-	m.reg.MustRegister(m.fetched, m.inserted, m.duplicates, m.deadLettered, m.batches, m.batchSize,
+	m.reg.MustRegister(m.committed, m.inserted, m.duplicates, m.deadLettered, m.batches, m.batchSize,
 		m.insertSeconds, m.insertFailures, m.commitFailures, m.fetchErrors, lag,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
