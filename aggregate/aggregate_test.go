@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/venna/metering/internal/chdb"
 	"github.com/venna/metering/internal/testenv"
+	"github.com/venna/metering/schema"
 )
 
 // event is the part of a usage event the rollups read.
@@ -21,28 +21,21 @@ type event struct {
 	prompt, cached, completion, reas  uint64
 }
 
-var eventColumns = []string{"event_id", "schema_version", "occurred_at", "ingested_at", "workspace_id", "api_key_id", "model",
-	"upstream", "upstream_model", "request_id", "status", "http_status", "stream", "estimated", "latency_ms",
-	"prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens", "accepted_prediction_tokens",
-	"rejected_prediction_tokens", "total_tokens", "kafka_partition", "kafka_offset"}
-
 // insertEvents writes events into usage_events as ingest does, ingested now.
 func insertEvents(t testing.TB, conn driver.Conn, db string, evs []event) {
 	t.Helper()
-	rows := make([][]any, len(evs))
-	now := time.Now().UTC()
+	out := make([]schema.UsageEvent, len(evs))
 	for i, e := range evs {
 		status := e.status
 		if status == "" {
 			status = "ok"
 		}
-		rows[i] = []any{e.id, uint8(1), e.at.UTC(), now, e.workspace, e.key, e.model, "up", "up-" + e.model, "req-" + e.id,
-			status, uint16(200), uint8(0), uint8(0), uint32(10), e.prompt, e.cached, e.completion, e.reas,
-			uint64(0), uint64(0), e.prompt + e.completion, int32(0), int64(i)}
+		out[i] = schema.UsageEvent{SchemaVersion: 1, EventID: e.id, OccurredAt: e.at, WorkspaceID: e.workspace, APIKeyID: e.key,
+			Model: e.model, Upstream: "up", UpstreamModel: "up-" + e.model, RequestID: "req-" + e.id, Status: status,
+			HTTPStatus: 200, LatencyMS: 10, PromptTokens: int64(e.prompt), CachedTokens: int64(e.cached),
+			CompletionTokens: int64(e.completion), ReasoningTokens: int64(e.reas), TotalTokens: int64(e.prompt + e.completion)}
 	}
-	if err := chdb.Insert(context.Background(), conn, db+".usage_events", eventColumns, rows); err != nil {
-		t.Fatal(err)
-	}
+	testenv.InsertEvents(t, conn, db, out)
 }
 
 func newAggregator(t testing.TB, conn driver.Conn, db string) *Aggregator {

@@ -16,17 +16,21 @@ import (
 
 // usage is OpenAI's usage object.
 type usage struct {
-	PromptTokens        int64 `json:"prompt_tokens"`
-	CompletionTokens    int64 `json:"completion_tokens"`
-	TotalTokens         int64 `json:"total_tokens"`
-	PromptTokensDetails *struct {
-		CachedTokens int64 `json:"cached_tokens"`
-	} `json:"prompt_tokens_details"`
-	CompletionTokensDetails *struct {
-		ReasoningTokens          int64 `json:"reasoning_tokens"`
-		AcceptedPredictionTokens int64 `json:"accepted_prediction_tokens"`
-		RejectedPredictionTokens int64 `json:"rejected_prediction_tokens"`
-	} `json:"completion_tokens_details"`
+	PromptTokens            int64              `json:"prompt_tokens"`
+	CompletionTokens        int64              `json:"completion_tokens"`
+	TotalTokens             int64              `json:"total_tokens"`
+	PromptTokensDetails     *promptDetails     `json:"prompt_tokens_details"`
+	CompletionTokensDetails *completionDetails `json:"completion_tokens_details"`
+}
+
+type promptDetails struct {
+	CachedTokens int64 `json:"cached_tokens"`
+}
+
+type completionDetails struct {
+	ReasoningTokens          int64 `json:"reasoning_tokens"`
+	AcceptedPredictionTokens int64 `json:"accepted_prediction_tokens"`
+	RejectedPredictionTokens int64 `json:"rejected_prediction_tokens"`
 }
 
 // parse reads a usage object (valid JSON) without reflection: the counts and their two
@@ -49,20 +53,14 @@ func (u *usage) parse(b []byte) error {
 		case keyIs(b, m, "total_tokens"):
 			num(v, &u.TotalTokens)
 		case keyIs(b, m, "prompt_tokens_details") && len(v) > 0 && v[0] == '{':
-			u.PromptTokensDetails = &struct {
-				CachedTokens int64 `json:"cached_tokens"`
-			}{}
+			u.PromptTokensDetails = &promptDetails{}
 			members(v, func(d member) {
 				if keyIs(v, d, "cached_tokens") {
 					num(v[d.valueStart:d.valueEnd], &u.PromptTokensDetails.CachedTokens)
 				}
 			})
 		case keyIs(b, m, "completion_tokens_details") && len(v) > 0 && v[0] == '{':
-			cd := &struct {
-				ReasoningTokens          int64 `json:"reasoning_tokens"`
-				AcceptedPredictionTokens int64 `json:"accepted_prediction_tokens"`
-				RejectedPredictionTokens int64 `json:"rejected_prediction_tokens"`
-			}{}
+			cd := &completionDetails{}
 			u.CompletionTokensDetails = cd
 			members(v, func(d member) {
 				dv := v[d.valueStart:d.valueEnd]

@@ -10,8 +10,8 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/shopspring/decimal"
 	"github.com/venna/metering/aggregate"
-	"github.com/venna/metering/internal/chdb"
 	"github.com/venna/metering/internal/testenv"
+	"github.com/venna/metering/schema"
 )
 
 // testBook: a price change for m-big on 2026-01-15 12:00, and overrides for two workspaces.
@@ -79,26 +79,20 @@ type event struct {
 	prompt, cached, completion, reasons uint64
 }
 
-var eventColumns = []string{"event_id", "schema_version", "occurred_at", "ingested_at", "workspace_id", "api_key_id", "model",
-	"upstream", "upstream_model", "request_id", "status", "http_status", "stream", "estimated", "latency_ms",
-	"prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens", "accepted_prediction_tokens",
-	"rejected_prediction_tokens", "total_tokens", "kafka_partition", "kafka_offset"}
-
 var eventSeq atomic.Int64
 
 // send inserts events into usage_events as ingest does (ingested now), then rolls up.
 func (e *env) send(evs ...event) {
 	e.t.Helper()
-	rows := make([][]any, len(evs))
+	out := make([]schema.UsageEvent, len(evs))
 	for i, ev := range evs {
 		id := fmt.Sprintf("ev-%d", eventSeq.Add(1))
-		rows[i] = []any{id, uint8(1), ev.at, time.Now().UTC(), ev.ws, "key_" + ev.ws, ev.model, "up", "up-" + ev.model, "req-" + id,
-			"ok", uint16(200), uint8(0), uint8(0), uint32(5), ev.prompt, ev.cached, ev.completion, ev.reasons,
-			uint64(0), uint64(0), ev.prompt + ev.completion, int32(0), int64(i)}
+		out[i] = schema.UsageEvent{SchemaVersion: 1, EventID: id, OccurredAt: ev.at, WorkspaceID: ev.ws, APIKeyID: "key_" + ev.ws,
+			Model: ev.model, Upstream: "up", UpstreamModel: "up-" + ev.model, RequestID: "req-" + id, Status: "ok",
+			HTTPStatus: 200, LatencyMS: 5, PromptTokens: int64(ev.prompt), CachedTokens: int64(ev.cached),
+			CompletionTokens: int64(ev.completion), ReasoningTokens: int64(ev.reasons), TotalTokens: int64(ev.prompt + ev.completion)}
 	}
-	if err := chdb.Insert(ctx(e.t), e.conn, e.db+".usage_events", eventColumns, rows); err != nil {
-		e.t.Fatal(err)
-	}
+	testenv.InsertEvents(e.t, e.conn, e.db, out)
 	if _, err := e.agg.Run(ctx(e.t)); err != nil {
 		e.t.Fatal(err)
 	}

@@ -107,3 +107,35 @@ func TopicAt(t testing.TB, brokers []string, partitions int) string {
 	}
 	return topic
 }
+
+// eventColumns are usage_events' columns in the order InsertEvents writes them.
+var eventColumns = []string{"event_id", "schema_version", "occurred_at", "ingested_at", "workspace_id", "api_key_id", "model",
+	"upstream", "upstream_model", "request_id", "status", "http_status", "stream", "estimated", "latency_ms",
+	"prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens", "accepted_prediction_tokens",
+	"rejected_prediction_tokens", "total_tokens", "kafka_partition", "kafka_offset"}
+
+// InsertEvents writes events into db.usage_events as ingest stores them, ingested now,
+// for tests of what reads raw events (rollups, invoices, the API).
+func InsertEvents(t testing.TB, conn driver.Conn, db string, evs []schema.UsageEvent) {
+	t.Helper()
+	rows := make([][]any, len(evs))
+	now := time.Now().UTC()
+	b := func(v bool) uint8 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	for i, e := range evs {
+		rows[i] = []any{e.EventID, uint8(e.SchemaVersion), e.OccurredAt.UTC(), now, e.WorkspaceID, e.APIKeyID, e.Model,
+			e.Upstream, e.UpstreamModel, e.RequestID, e.Status, uint16(e.HTTPStatus), b(e.Stream), b(e.Estimated),
+			uint32(e.LatencyMS), uint64(e.PromptTokens), uint64(e.CachedTokens), uint64(e.CompletionTokens),
+			uint64(e.ReasoningTokens), uint64(e.AcceptedPredictionTokens), uint64(e.RejectedPredictionTokens),
+			uint64(e.TotalTokens), int32(0), int64(i)}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := chdb.Insert(ctx, conn, db+".usage_events", eventColumns, rows); err != nil {
+		t.Fatalf("insert %d events: %v", len(evs), err)
+	}
+}
