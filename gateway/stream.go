@@ -58,7 +58,7 @@ func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, p apikey
 	flusher, _ := w.(http.Flusher)
 
 	ev := g.newEvent(p, route, start, true)
-	var generated strings.Builder
+	var chunks [][]byte // data payloads relayed so far, for an estimate if no usage comes
 	var got *usage
 	recorded := false
 	record := func() {
@@ -72,7 +72,7 @@ func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, p apikey
 		} else {
 			ev.Estimated = true
 			ev.PromptTokens = countPromptTokens(body)
-			ev.CompletionTokens = countTokens(generated.String())
+			ev.CompletionTokens = countTokens(generatedText(chunks))
 			ev.TotalTokens = ev.PromptTokens + ev.CompletionTokens
 		}
 		if err := g.pub.Publish(context.Background(), ev); err != nil {
@@ -104,16 +104,19 @@ func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, p apikey
 			case bytes.Equal(payload, []byte("[DONE]")):
 				record()
 			default:
+				// Most chunks are only relayed: decode the first (for its id) and any that
+				// carries a usage object; keep the rest raw, decoded only if the stream ends
+				// without usage and the gateway must count the generated text itself.
+				if ev.RequestID != "" && !hasUsageObject(payload) {
+					chunks = append(chunks, payload)
+					break
+				}
 				var c streamChunk
 				if json.Unmarshal(payload, &c) == nil {
 					if ev.RequestID == "" {
 						ev.RequestID = c.ID
 					}
-					for _, ch := range c.Choices {
-						generated.WriteString(ch.Delta.ReasoningContent)
-						generated.WriteString(ch.Delta.Content)
-						generated.WriteString(ch.Delta.Refusal)
-					}
+					chunks = append(chunks, payload)
 					if c.Usage != nil {
 						got = c.Usage
 						// The usage-only chunk (no choices) is the gateway's, unless asked for.
@@ -138,6 +141,42 @@ func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, p apikey
 			return
 		}
 	}
+}
+
+// hasUsageObject reports whether a chunk may carry a usage object: a "usage" key followed
+// by an object, not null (OpenAI sends "usage":null on every chunk but the last). False
+// positives only cost a decode.
+func hasUsageObject(p []byte) bool {
+	for {
+		i := bytes.Index(p, []byte(`"usage"`))
+		if i < 0 {
+			return false
+		}
+		p = p[i+len(`"usage"`):]
+		j := skipSpace(p, 0)
+		if j < len(p) && p[j] == ':' {
+			if k := skipSpace(p, j+1); k < len(p) && p[k] == '{' {
+				return true
+			}
+		}
+	}
+}
+
+// generatedText is the text of relayed chunks: reasoning, content and refusals.
+func generatedText(chunks [][]byte) string {
+	var b strings.Builder
+	for _, p := range chunks {
+		var c streamChunk
+		if json.Unmarshal(p, &c) != nil {
+			continue
+		}
+		for _, ch := range c.Choices {
+			b.WriteString(ch.Delta.ReasoningContent)
+			b.WriteString(ch.Delta.Content)
+			b.WriteString(ch.Delta.Refusal)
+		}
+	}
+	return b.String()
 }
 
 // prepareBody rewrites the request for the upstream: "model" becomes the route's upstream

@@ -218,3 +218,17 @@ func TestPrepareBodyForcesUsageOnStreams(t *testing.T) {
 		})
 	}
 }
+
+func TestHasUsageObject(t *testing.T) {
+	for in, want := range map[string]bool{
+		`{"choices":[],"usage":{"prompt_tokens":1}}`:               true,
+		`{"choices":[], "usage" : { "prompt_tokens":1}}`:           true,
+		`{"choices":[{"delta":{"content":"x"}}],"usage":null}`:     false,
+		`{"choices":[{"delta":{"content":"the \"usage\" word"}}]}`: false,
+		`{"choices":[]}`: false,
+	} {
+		if got := hasUsageObject([]byte(in)); got != want {
+			t.Errorf("hasUsageObject(%s) = %v, want %v", in, got, want)
+		}
+	}
+}
