@@ -13,7 +13,7 @@ import (
 )
 
 var adminFlags struct {
-	name, id, workspace, period *string
+	name, id, workspace, period, format *string
 }
 
 func workspaceFlags(fs *flag.FlagSet) {
@@ -29,6 +29,7 @@ func keyFlags(fs *flag.FlagSet) {
 func invoiceFlags(fs *flag.FlagSet) {
 	adminFlags.workspace = fs.String("workspace", "", "workspace ID")
 	adminFlags.period = fs.String("period", "", "month YYYY-MM (default: the current month)")
+	adminFlags.format = fs.String("format", "csv", "export format: csv, html or json")
 }
 
 func printJSON(env *Env, v any) error {
@@ -175,6 +176,37 @@ func runInvoice(ctx context.Context, env *Env, args []string) error {
 			return err
 		}
 		return printJSON(env, list)
+	case "finalize", "void":
+		if *adminFlags.workspace == "" || len(args) != 2 {
+			return fmt.Errorf("usage: venna invoice %s --workspace ID INVOICE_ID", args[0])
+		}
+		change := inv.Finalize
+		if args[0] == "void" {
+			change = inv.Void
+		}
+		i, err := change(ctx, *adminFlags.workspace, args[1])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Out, "%s  %s  %s  %s %s\n", i.ID, i.WorkspaceID, i.Status, i.Total.StringFixed(2), i.Currency)
+		return nil
+	case "export":
+		if *adminFlags.workspace == "" || len(args) != 2 {
+			return errors.New("usage: venna invoice export --workspace ID [--format csv|html|json] INVOICE_ID")
+		}
+		i, err := inv.Get(ctx, *adminFlags.workspace, args[1])
+		if err != nil {
+			return err
+		}
+		switch *adminFlags.format {
+		case "csv":
+			return i.CSV(env.Out)
+		case "html":
+			return i.HTML(env.Out)
+		case "json":
+			return printJSON(env, i)
+		}
+		return fmt.Errorf("--format %q: want csv, html or json", *adminFlags.format)
 	case "reconcile":
 		if *adminFlags.workspace == "" || len(args) != 2 {
 			return errors.New("usage: venna invoice reconcile --workspace ID INVOICE_ID")
@@ -192,5 +224,5 @@ func runInvoice(ctx context.Context, env *Env, args []string) error {
 		}
 		return fmt.Errorf("%s: %d differences from raw events", args[1], len(diffs))
 	}
-	return errors.New("usage: venna invoice run [--period YYYY-MM] | show --workspace ID [INVOICE_ID] | reconcile --workspace ID INVOICE_ID")
+	return errors.New("usage: venna invoice run [--period YYYY-MM] | show --workspace ID [INVOICE_ID] | finalize|void --workspace ID INVOICE_ID | export --workspace ID [--format csv|html|json] INVOICE_ID | reconcile --workspace ID INVOICE_ID")
 }

@@ -37,6 +37,8 @@ Admin:
   key revoke KEY_ID
   invoice run [--period YYYY-MM]   compute (or finalize) invoices for a month
   invoice show --workspace ID [INVOICE_ID]
+  invoice finalize|void --workspace ID INVOICE_ID
+  invoice export --workspace ID [--format csv|html|json] INVOICE_ID
   invoice reconcile --workspace ID INVOICE_ID
   dlq redrive [--limit N]          put dead-lettered events that now validate back on the usage topic
   demo [--requests N]              send traffic for two new workspaces, print usage and invoices

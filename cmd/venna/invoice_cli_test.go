@@ -1,0 +1,55 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/venna/metering/internal/testenv"
+	"github.com/venna/metering/invoice"
+	"github.com/venna/metering/schema"
+)
+
+// The invoice lifecycle from the CLI: a closed month is invoiced and finalized by
+// `aggregate --once`, exported, voided, and a void invoice cannot be finalized again.
+func TestInvoiceCommands(t *testing.T) {
+	cfg, conn := testenv.ClickHouse(t)
+	base := []string{"--clickhouse-addr", cfg.Addr, "--clickhouse-database", cfg.Database,
+		"--prices-file", "../../deploy/prices.yaml", "--log-level", "error", "--invoice-grace", "1s"}
+	venna := func(args ...string) (string, error) {
+		var out strings.Builder
+		err := run(t.Context(), append(args, base...), &out)
+		return out.String(), err
+	}
+	lastMonth, _ := invoice.Month(time.Now().UTC().AddDate(0, -1, 0))
+	var evs []schema.UsageEvent
+	for i := range 4 {
+		evs = append(evs, schema.UsageEvent{SchemaVersion: 1, EventID: fmt.Sprintf("cli-%d", i), OccurredAt: lastMonth.Add(time.Duration(i+1) * 24 * time.Hour),
+			WorkspaceID: "ws_cli", APIKeyID: "key_cli", Model: "venna-1", Status: schema.StatusOK, HTTPStatus: 200,
+			PromptTokens: 1000, CachedTokens: 200, CompletionTokens: 500, TotalTokens: 1500})
+	}
+	testenv.InsertEvents(t, conn, cfg.Database, evs)
+	if _, err := venna("aggregate", "--once", "--aggregate-metrics-addr", "127.0.0.1:0"); err != nil {
+		t.Fatalf("aggregate --once: %v", err)
+	}
+	id := invoice.ID("ws_cli", lastMonth, lastMonth.AddDate(0, 1, 0))
+	out, err := venna("invoice", "export", "--workspace", "ws_cli", "--format", "csv", id)
+	if err != nil || !strings.Contains(out, "venna-1") || !strings.Contains(out, "3200") {
+		// input = 4 × (1000 − 200) = 3200 tokens
+		t.Fatalf("export csv: %v\n%s", err, out)
+	}
+	out, err = venna("invoice", "void", "--workspace", "ws_cli", id)
+	if err != nil || !strings.Contains(out, "void") {
+		t.Fatalf("void: %v %s", err, out)
+	}
+	if _, err := venna("invoice", "finalize", "--workspace", "ws_cli", id); err == nil {
+		t.Error("a void invoice was finalized again")
+	}
+	if _, err := venna("invoice", "void", "--workspace", "ws_other", id); err == nil {
+		t.Error("another workspace voided the invoice")
+	}
+	if _, err := venna("invoice", "export", "--workspace", "ws_cli", "--format", "pdf", id); err == nil {
+		t.Error("an unknown export format was accepted")
+	}
+}
