@@ -114,7 +114,7 @@ func (c *Config) settings() []setting {
 		{"spool-max-bytes", "VENNA_SPOOL_MAX_BYTES", "1073741824", "spool size at which the gateway refuses completions (503)", num64(&c.SpoolMaxBytes)},
 		{"spool-sync-interval", "VENNA_SPOOL_SYNC_INTERVAL", "100ms", "fsync period of the spool; negative = fsync every event", dur(&c.SpoolSync)},
 		{"ingest-group", "VENNA_INGEST_GROUP", "venna-ingest", "Kafka consumer group of the ingest role", str(&c.IngestGroup)},
-		{"ingest-batch-size", "VENNA_INGEST_BATCH_SIZE", "10000", "events per ClickHouse insert", num(&c.IngestBatchSize)},
+		{"ingest-batch-size", "VENNA_INGEST_BATCH_SIZE", "50000", "events per ClickHouse insert", num(&c.IngestBatchSize)},
 		{"ingest-flush-interval", "VENNA_INGEST_FLUSH_INTERVAL", "1s", "longest wait before a partial batch is inserted", dur(&c.IngestFlushInterval)},
 		{"ingest-dlq-topic", "VENNA_INGEST_DLQ_TOPIC", "", "dead-letter topic for invalid usage events (empty: <kafka-topic>.dlq)", str(&c.IngestDLQTopic)},
 		{"ingest-metrics-addr", "VENNA_INGEST_METRICS_ADDR", "127.0.0.1:9101", "ingest role's /metrics, /healthz and /readyz listen address (empty: none)", str(&c.IngestMetricsAddr)},
