@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -76,16 +77,17 @@ type Spool struct {
 	cfg SpoolConfig
 	log *slog.Logger
 
-	mu       sync.Mutex
-	cur      *os.File
-	curID    uint64
-	curSize  int64
-	sizes    map[uint64]int64 // bytes of every segment not yet deleted
-	total    int64
-	full     bool // logged that the spool is full, until it drains
-	closed   bool
-	dirty    bool // written since the last fsync
-	appended chan struct{}
+	mu        sync.Mutex
+	cur       *os.File
+	curID     uint64
+	curSize   int64
+	sizes     map[uint64]int64 // bytes of every segment not yet deleted
+	total     int64
+	full      bool // logged that the spool is full, until it drains
+	closed    bool
+	noAppends bool // Appends refused, files still open (a producer draining)
+	dirty     bool // written since the last fsync
+	appended  chan struct{}
 
 	// reader state, used only by the shipping goroutine
 	rd     *os.File
@@ -95,6 +97,7 @@ type Spool struct {
 	handed Position // end of the last records Next returned; guarded by mu
 	stopFn context.CancelFunc
 	done   chan struct{}
+	lock   *os.File // holds the directory's flock while open
 }
 
 func segName(id uint64) string { return fmt.Sprintf("%020d.seg", id) }
@@ -119,9 +122,19 @@ func OpenSpool(cfg SpoolConfig, log *slog.Logger) (*Spool, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create spool dir: %w", err)
 	}
-	s := &Spool{cfg: cfg, log: log, sizes: map[uint64]int64{}, appended: make(chan struct{}, 1), done: make(chan struct{})}
+	// One process per spool: two writers would interleave segments and race on the cursor.
+	lock, err := os.OpenFile(filepath.Join(cfg.Dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("open spool lock: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("spool %s is in use by another process (each gateway needs its own VENNA_SPOOL_DIR): %w", cfg.Dir, err)
+	}
+	s := &Spool{cfg: cfg, log: log, sizes: map[uint64]int64{}, appended: make(chan struct{}, 1), done: make(chan struct{}), lock: lock}
 	ids, err := s.segments()
 	if err != nil {
+		lock.Close()
 		return nil, err
 	}
 	for _, id := range ids {
@@ -227,7 +240,7 @@ func (s *Spool) appendFrame(frame []byte) error {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.closed || s.noAppends {
 		return ErrSpoolClosed
 	}
 	if s.total+int64(len(frame)) > s.cfg.MaxBytes {
@@ -473,12 +486,13 @@ func (s *Spool) Close() error {
 	if s.rd != nil {
 		s.rd.Close()
 	}
+	s.lock.Close() // releases the flock
 	return err
 }
 
 // closeAppends stops Appends without closing the reader side.
 func (s *Spool) closeAppends() {
 	s.mu.Lock()
-	s.closed = true
+	s.noAppends = true
 	s.mu.Unlock()
 }

@@ -174,3 +174,17 @@ func TestSpoolAppendAfterCloseFails(t *testing.T) {
 		t.Fatalf("append after close: %v, want ErrSpoolClosed", err)
 	}
 }
+
+func TestSpoolIsExclusiveToOneProcess(t *testing.T) {
+	dir := t.TempDir()
+	s := openSpool(t, SpoolConfig{Dir: dir})
+	if _, err := OpenSpool(SpoolConfig{Dir: dir}, quietLog); err == nil {
+		t.Fatal("a second spool opened on a directory in use")
+	}
+	s.Close()
+	again, err := OpenSpool(SpoolConfig{Dir: dir}, quietLog)
+	if err != nil {
+		t.Fatalf("reopen after close: %v", err)
+	}
+	again.Close()
+}
