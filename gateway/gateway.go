@@ -363,19 +363,13 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, p apikey.Princ
 func completionText(body []byte) string {
 	var c struct {
 		Choices []struct {
-			Message struct {
-				Content          string `json:"content"`
-				ReasoningContent string `json:"reasoning_content"`
-				Refusal          string `json:"refusal"`
-			} `json:"message"`
+			Message generated `json:"message"`
 		} `json:"choices"`
 	}
 	json.Unmarshal(body, &c)
 	var out strings.Builder
 	for _, ch := range c.Choices {
-		out.WriteString(ch.Message.ReasoningContent)
-		out.WriteString(ch.Message.Content)
-		out.WriteString(ch.Message.Refusal)
+		ch.Message.writeTo(&out)
 	}
 	return out.String()
 }

@@ -18,11 +18,7 @@ import (
 type streamChunk struct {
 	ID      string `json:"id"`
 	Choices []struct {
-		Delta struct {
-			Content          string `json:"content"`
-			ReasoningContent string `json:"reasoning_content"`
-			Refusal          string `json:"refusal"`
-		} `json:"delta"`
+		Delta generated `json:"delta"`
 	} `json:"choices"`
 	Usage *usage `json:"usage"`
 }
@@ -171,9 +167,7 @@ func generatedText(chunks [][]byte) string {
 			continue
 		}
 		for _, ch := range c.Choices {
-			b.WriteString(ch.Delta.ReasoningContent)
-			b.WriteString(ch.Delta.Content)
-			b.WriteString(ch.Delta.Refusal)
+			ch.Delta.writeTo(&b)
 		}
 	}
 	return b.String()

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"strings"
 	"sync"
 
 	"github.com/pkoukk/tiktoken-go"
@@ -24,6 +25,20 @@ func encoding() (*tiktoken.Tiktoken, error) {
 		enc, encErr = tiktoken.GetEncoding("o200k_base")
 	})
 	return enc, encErr
+}
+
+// generated is the text a completion produced: a choice's message, or a stream delta.
+type generated struct {
+	Content          string `json:"content"`
+	ReasoningContent string `json:"reasoning_content"`
+	Refusal          string `json:"refusal"`
+}
+
+// writeTo appends every kind of generated text, all of it billed as completion tokens.
+func (g generated) writeTo(b *strings.Builder) {
+	b.WriteString(g.ReasoningContent)
+	b.WriteString(g.Content)
+	b.WriteString(g.Refusal)
 }
 
 // countTokens counts text's tokens, falling back to 4 bytes a token if the tokenizer
