@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -82,16 +83,30 @@ func New(cfg Config, auth Authenticator, pub Publisher, log *slog.Logger) (*Gate
 		routes[m] = r
 	}
 	cfg.Routes = routes
-	tr := &http.Transport{
-		Proxy:               http.ProxyFromEnvironment,
-		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:        1024,
-		MaxIdleConnsPerHost: 512,
-		IdleConnTimeout:     90 * time.Second,
-		ForceAttemptHTTP2:   true,
-	}
 	return &Gateway{cfg: cfg, auth: auth, pub: pub, log: log, now: time.Now,
-		client: &http.Client{Transport: tr}}, nil
+		client: &http.Client{Transport: upstreamTransport(routes, http.ProxyFromEnvironment)}}, nil
+}
+
+// upstreamTransport is the lean HTTP/1.1 transport, or net/http's when proxy sends any
+// route's upstream through a proxy: net/http knows proxies (HTTPS_PROXY, NO_PROXY …).
+func upstreamTransport(routes Routes, proxy func(*http.Request) (*url.URL, error)) http.RoundTripper {
+	for _, r := range routes {
+		req, err := http.NewRequest(http.MethodPost, r.BaseURL, nil)
+		if err != nil {
+			continue
+		}
+		if u, err := proxy(req); err != nil || u != nil {
+			return &http.Transport{
+				Proxy:               proxy,
+				DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+				MaxIdleConns:        1024,
+				MaxIdleConnsPerHost: 512,
+				IdleConnTimeout:     90 * time.Second,
+				ForceAttemptHTTP2:   true,
+			}
+		}
+	}
+	return newH1Transport()
 }
 
 // Handler returns the gateway's routes.
