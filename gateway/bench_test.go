@@ -3,11 +3,13 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -167,4 +169,32 @@ func closeSoon(p *Producer) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	p.Close(ctx)
+}
+
+// BenchmarkValidate compares the request path's one-pass validate-and-scan of a body
+// (members) with encoding/json's validator alone, on a short request and a 64 KiB prompt.
+func BenchmarkValidate(b *testing.B) {
+	long := `{"model":"venna-1","messages":[{"role":"user","content":"` + strings.Repeat(`Words, \"quoted\" words and numbers 12345. `, 1500) + `"}],"temperature":0.2}`
+	for _, tc := range []struct{ name, body string }{
+		{"short", `{"model":"venna-1","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"How many tokens is this?"}]}`},
+		{"64KiB", long},
+	} {
+		body := []byte(tc.body)
+		b.Run(tc.name+"/members", func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if err := members(body, func(member) {}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(tc.name+"/json.Valid", func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if !json.Valid(body) {
+					b.Fatal("invalid")
+				}
+			}
+		})
+	}
 }

@@ -135,13 +135,8 @@ type badRequest struct{ code, msg, param string }
 // takes the last of duplicates; prepareBody then writes exactly what was read here.
 func parseChatRequest(body []byte) (chatRequest, *badRequest) {
 	var req chatRequest
-	if !json.Valid(body) {
-		var v any
-		err := json.Unmarshal(body, &v)
-		return req, &badRequest{"invalid_json", "We could not parse the JSON body of your request: " + err.Error(), ""}
-	}
 	var model, messages, stream []byte
-	if err := members(body, func(m member) {
+	err := members(body, func(m member) {
 		v := body[m.valueStart:m.valueEnd]
 		switch {
 		case keyIs(body, m, "model"):
@@ -151,7 +146,17 @@ func parseChatRequest(body []byte) (chatRequest, *badRequest) {
 		case keyIs(body, m, "stream"):
 			stream = v
 		}
-	}); err != nil {
+	})
+	switch {
+	case errors.Is(err, errSyntax):
+		// Rare: encoding/json says what is wrong, as clients of OpenAI's API are used to.
+		var v any
+		msg := "invalid JSON"
+		if err := json.Unmarshal(body, &v); err != nil {
+			msg = err.Error()
+		}
+		return req, &badRequest{"invalid_json", "We could not parse the JSON body of your request: " + msg, ""}
+	case err != nil:
 		return req, &badRequest{"invalid_json", "The request body must be a JSON object.", ""}
 	}
 	switch {
@@ -291,9 +296,6 @@ type upstreamAnswer struct {
 // parseAnswer reads the id and usage of a completion, decoding only the usage object.
 func parseAnswer(b []byte) (upstreamAnswer, error) {
 	var a upstreamAnswer
-	if !json.Valid(b) {
-		return a, errors.New("invalid JSON")
-	}
 	var id, u []byte
 	if err := members(b, func(m member) {
 		switch {

@@ -7,10 +7,18 @@ import (
 )
 
 // The request path reads and rewrites a few top-level members of JSON objects without
-// decoding them into maps: members walks an object that json.Valid already accepted and
-// hands out byte spans, so the body is copied once and nothing else is allocated.
+// decoding them into maps: members validates an object as strictly as json.Valid and hands
+// out byte spans of its members in the same pass, so a body is read once, copied once,
+// and nothing else is allocated. (encoding/json's validator alone cost more than the rest
+// of the request path, and grows with every prompt.)
 
 var errNotObject = errors.New("not a JSON object")
+
+// errSyntax is any JSON syntax error; callers that must say which ask encoding/json.
+var errSyntax = errors.New("invalid JSON")
+
+// maxDepth is encoding/json's nesting limit.
+const maxDepth = 10000
 
 // member is one top-level member: the key and the value as spans of the object's bytes.
 type member struct {
@@ -19,31 +27,41 @@ type member struct {
 	escaped              bool // the key has escapes: compare it through memberKey
 }
 
-// members calls fn for each top-level member of the valid JSON object b, in order.
+// members calls fn for each top-level member of the JSON object b, in order. It returns
+// errNotObject if b is valid JSON but not an object, errSyntax if b is not valid JSON;
+// then fn may have seen some members already.
 func members(b []byte, fn func(m member)) error {
 	i := skipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
-		return errNotObject
+		if end, ok := validValue(b, i, 0); ok && skipSpace(b, end) == len(b) {
+			return errNotObject
+		}
+		return errSyntax
 	}
 	i = skipSpace(b, i+1)
 	if i < len(b) && b[i] == '}' {
-		return nil
+		return trailing(b, i+1)
 	}
 	for i < len(b) {
 		if b[i] != '"' {
-			return errNotObject
+			return errSyntax
 		}
 		var m member
+		var ok bool
 		m.keyStart = i + 1
-		i, m.escaped = skipString(b, i)
+		if i, m.escaped, ok = validString(b, i); !ok {
+			return errSyntax
+		}
 		m.keyEnd = i - 1
 		i = skipSpace(b, i)
 		if i >= len(b) || b[i] != ':' {
-			return errNotObject
+			return errSyntax
 		}
 		i = skipSpace(b, i+1)
 		m.valueStart = i
-		i = skipValue(b, i)
+		if i, ok = validValue(b, i, 1); !ok {
+			return errSyntax
+		}
 		m.valueEnd = i
 		fn(m)
 		i = skipSpace(b, i)
@@ -51,14 +69,179 @@ func members(b []byte, fn func(m member)) error {
 			break
 		}
 		if b[i] == '}' {
-			return nil
+			return trailing(b, i+1)
 		}
 		if b[i] != ',' {
-			return errNotObject
+			return errSyntax
 		}
 		i = skipSpace(b, i+1)
 	}
-	return errNotObject
+	return errSyntax
+}
+
+// trailing accepts only whitespace after the top-level value ending at i.
+func trailing(b []byte, i int) error {
+	if skipSpace(b, i) != len(b) {
+		return errSyntax
+	}
+	return nil
+}
+
+// validValue returns the index after the valid JSON value starting at b[i].
+func validValue(b []byte, i, depth int) (int, bool) {
+	if i >= len(b) {
+		return i, false
+	}
+	switch c := b[i]; {
+	case c == '"':
+		end, _, ok := validString(b, i)
+		return end, ok
+	case c == '{' || c == '[':
+		if depth >= maxDepth {
+			return i, false
+		}
+		isObject := c == '{'
+		closing := byte(']')
+		if isObject {
+			closing = '}'
+		}
+		i = skipSpace(b, i+1)
+		if i < len(b) && b[i] == closing {
+			return i + 1, true
+		}
+		for {
+			var ok bool
+			if isObject {
+				if i >= len(b) || b[i] != '"' {
+					return i, false
+				}
+				if i, _, ok = validString(b, i); !ok {
+					return i, false
+				}
+				i = skipSpace(b, i)
+				if i >= len(b) || b[i] != ':' {
+					return i, false
+				}
+				i = skipSpace(b, i+1)
+			}
+			if i, ok = validValue(b, i, depth+1); !ok {
+				return i, false
+			}
+			i = skipSpace(b, i)
+			switch {
+			case i >= len(b):
+				return i, false
+			case b[i] == closing:
+				return i + 1, true
+			case b[i] != ',':
+				return i, false
+			}
+			i = skipSpace(b, i+1)
+		}
+	case c == 't':
+		return literal(b, i, "true")
+	case c == 'f':
+		return literal(b, i, "false")
+	case c == 'n':
+		return literal(b, i, "null")
+	default:
+		return validNumber(b, i)
+	}
+}
+
+func literal(b []byte, i int, lit string) (int, bool) {
+	if len(b)-i >= len(lit) && string(b[i:i+len(lit)]) == lit {
+		return i + len(lit), true
+	}
+	return i, false
+}
+
+// validNumber returns the index after the number at b[i]: -?(0|[1-9]d*)(.d+)?([eE][+-]?d+)?
+func validNumber(b []byte, i int) (int, bool) {
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case i < len(b) && b[i] >= '1' && b[i] <= '9':
+		i = digits(b, i+1)
+	default:
+		return i, false
+	}
+	if i < len(b) && b[i] == '.' {
+		j := digits(b, i+1)
+		if j == i+1 {
+			return j, false
+		}
+		i = j
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		j := digits(b, i)
+		if j == i {
+			return j, false
+		}
+		i = j
+	}
+	return i, true
+}
+
+func digits(b []byte, i int) int {
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i++
+	}
+	return i
+}
+
+// plainInString marks the bytes a string scan passes over: all but '"', '\\' and controls.
+var plainInString = func() (t [256]bool) {
+	for c := range t {
+		t[c] = c >= 0x20 && c != '"' && c != '\\'
+	}
+	return t
+}()
+
+// validString returns the index after the string starting at b[i] == '"' and whether it
+// has escapes. Like json.Valid it rejects control characters and bad escapes and lets
+// invalid UTF-8 through.
+func validString(b []byte, i int) (end int, escaped, ok bool) {
+	for i++; i < len(b); i++ {
+		if plainInString[b[i]] {
+			continue
+		}
+		switch c := b[i]; {
+		case c == '"':
+			return i + 1, escaped, true
+		case c == '\\':
+			escaped = true
+			i++
+			if i >= len(b) {
+				return i, escaped, false
+			}
+			switch b[i] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			case 'u':
+				if len(b)-i <= 4 {
+					return i, escaped, false
+				}
+				for _, h := range b[i+1 : i+5] {
+					if !('0' <= h && h <= '9' || 'a' <= h && h <= 'f' || 'A' <= h && h <= 'F') {
+						return i, escaped, false
+					}
+				}
+				i += 4
+			default:
+				return i, escaped, false
+			}
+		case c < 0x20:
+			return i, escaped, false
+		}
+	}
+	return i, escaped, false
 }
 
 // memberKey returns m's key, unescaped.
@@ -82,58 +265,6 @@ func keyIs(b []byte, m member, name string) bool {
 func skipSpace(b []byte, i int) int {
 	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
 		i++
-	}
-	return i
-}
-
-// skipString returns the index after the string starting at b[i] == '"'.
-func skipString(b []byte, i int) (int, bool) {
-	escaped := false
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			escaped = true
-			i++
-		case '"':
-			return i + 1, escaped
-		}
-	}
-	return i, escaped
-}
-
-// skipValue returns the index after the value starting at b[i].
-func skipValue(b []byte, i int) int {
-	if i >= len(b) {
-		return i
-	}
-	switch b[i] {
-	case '"':
-		i, _ = skipString(b, i)
-		return i
-	case '{', '[':
-		depth := 0
-		for i < len(b) {
-			switch b[i] {
-			case '"':
-				i, _ = skipString(b, i)
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
-			i++
-		}
-		return i
-	}
-	for ; i < len(b); i++ {
-		switch b[i] {
-		case ',', '}', ']', ' ', '\t', '\r', '\n':
-			return i
-		}
 	}
 	return i
 }

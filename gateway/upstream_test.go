@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -33,4 +34,34 @@ func TestUsageParseMatchesEncodingJSON(t *testing.T) {
 	if err := u.parse([]byte(`{"prompt_tokens":1.5}`)); err == nil {
 		t.Error("a fractional token count was accepted")
 	}
+}
+
+// members accepts exactly the objects json.Valid accepts and says why it refuses the rest.
+func FuzzMembersValidatesLikeEncodingJSON(f *testing.F) {
+	for _, s := range []string{
+		`{}`, ` { } `, `{"a":1}`, `{"a":[1,2,{"b":null}],"c":"\u00e9\n","d":-0.5e+10}`, `[]`, `1`, `"s"`,
+		`{"a":1,}`, `{"a" 1}`, `{"a":01}`, `{"a":1.}`, `{"a":.5}`, `{"a":1e}`, `{"a":-}`, `{"a":tru}`,
+		`{"a":"\x"}`, `{"a":"\u12"}`, "{\"a\":\"\x01\"}", `{"a":"\ud800"}`, "{\"a\":\"\xff\"}", `{"a":1}x`,
+		`{"a":[}`, `{"a":{"b":1]}`, `{"a":[1 2]}`, `{a:1}`, `{"a":1`, `{"a":"x`, `{"a":nulll}`, `{"a":[,]}`,
+		`{"model":"gpt","messages":[{"role":"user","content":"hi"}],"stream":true}`, "{\"a\":\t1\r\n}", `{"\"k":1}`,
+	} {
+		f.Add([]byte(s))
+	}
+	for _, depth := range []int{9999, 10000} { // encoding/json's nesting limit, either side
+		f.Add([]byte(`{"a":` + strings.Repeat("[", depth) + strings.Repeat("]", depth) + `}`))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		err := members(b, func(member) {})
+		valid := json.Valid(b)
+		var v any
+		isObject := valid && json.Unmarshal(b, &v) == nil && reflect.TypeOf(v) == reflect.TypeOf(map[string]any{})
+		switch {
+		case isObject && err != nil:
+			t.Fatalf("%q: json.Valid accepts an object, members says %v", b, err)
+		case !isObject && valid && err != errNotObject:
+			t.Fatalf("%q: valid JSON, not an object: members says %v", b, err)
+		case !valid && err != errSyntax:
+			t.Fatalf("%q: json.Valid refuses it, members says %v", b, err)
+		}
+	})
 }
