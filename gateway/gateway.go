@@ -62,6 +62,8 @@ type Gateway struct {
 	log    *slog.Logger
 	now    func() time.Time
 	m      *metrics
+
+	onServed func(total, upstream time.Duration) // benchmarks: each chat request's timings
 }
 
 // New returns a Gateway; it refuses an invalid Config.
@@ -77,8 +79,16 @@ func New(cfg Config, auth Authenticator, pub Publisher, log *slog.Logger) (*Gate
 	}
 	routes := make(Routes, len(cfg.Routes))
 	for m, r := range cfg.Routes {
+		u, err := url.Parse(r.BaseURL + "/chat/completions")
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("gateway: route %s: base URL %q is not an http(s) URL", m, r.BaseURL)
+		}
+		r.url = u
+		r.header = http.Header{"Content-Type": hdrJSON, "Accept": hdrJSON}
+		r.streamHeader = http.Header{"Content-Type": hdrJSON, "Accept": hdrSSE}
 		if r.APIKey != "" {
-			r.auth = []string{"Bearer " + r.APIKey}
+			auth := []string{"Bearer " + r.APIKey}
+			r.header["Authorization"], r.streamHeader["Authorization"] = auth, auth
 		}
 		routes[m] = r
 	}
@@ -220,21 +230,21 @@ func (g *Gateway) models(w http.ResponseWriter, r *http.Request) {
 	apierr.JSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
 }
 
-// upstreamTimeKey carries, per request, the time the upstream exchange took.
-type upstreamTimeKey struct{}
-
 func (g *Gateway) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	start := g.now()
 	sw := &statusWriter{ResponseWriter: w}
-	var up time.Duration
-	model, stream := g.serveChat(sw, r.WithContext(context.WithValue(r.Context(), upstreamTimeKey{}, &up)), start)
-	g.m.observe(model, sw.status, g.now().Sub(start), up, stream)
+	model, stream := g.serveChat(sw, r, start)
+	total := g.now().Sub(start)
+	g.m.observe(model, sw.status, total, sw.upstream, stream)
+	if g.onServed != nil {
+		g.onServed(total, sw.upstream)
+	}
 }
 
-// upstreamTook records on r how long the upstream exchange took.
-func upstreamTook(r *http.Request, d time.Duration) {
-	if p, ok := r.Context().Value(upstreamTimeKey{}).(*time.Duration); ok {
-		*p = d
+// upstreamTook records on w how long the upstream exchange took.
+func upstreamTook(w http.ResponseWriter, d time.Duration) {
+	if sw, ok := w.(*statusWriter); ok {
+		sw.upstream = d
 	}
 }
 
@@ -251,7 +261,7 @@ func (g *Gateway) serveChat(w http.ResponseWriter, r *http.Request, start time.T
 	if !ok {
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes))
+	body, err := readBody(w, r, g.cfg.MaxBodyBytes)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -285,6 +295,38 @@ func (g *Gateway) serveChat(w http.ResponseWriter, r *http.Request, start time.T
 	}
 	g.forward(w, r, p, route, body, start)
 	return
+}
+
+// readBody reads a request body of at most max bytes (else an *http.MaxBytesError) into
+// one buffer of its declared length.
+func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, error) {
+	if r.ContentLength > max {
+		return nil, &http.MaxBytesError{Limit: max}
+	}
+	return readN(http.MaxBytesReader(w, r.Body, max), r.ContentLength)
+}
+
+// readN reads rd to its end into one buffer when its length n is known (n ≥ 0).
+func readN(rd io.Reader, n int64) ([]byte, error) {
+	if n < 0 || n > 64<<20 {
+		return io.ReadAll(rd)
+	}
+	// One byte more than announced, so the EOF is seen in the same read.
+	b := make([]byte, 0, n+1)
+	for {
+		k, err := rd.Read(b[len(b):cap(b)])
+		b = b[:len(b)+k]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+		if len(b) == cap(b) { // more than announced
+			rest, err := io.ReadAll(rd)
+			return append(b, rest...), err
+		}
+	}
 }
 
 // upstreamAnswer is the part of a chat completion the gateway reads.
@@ -328,8 +370,8 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, p apikey.Princ
 		return
 	}
 	defer resp.Body.Close()
-	respBody, err := io.ReadAll(resp.Body)
-	upstreamTook(r, g.now().Sub(upStart))
+	respBody, err := readN(resp.Body, resp.ContentLength)
+	upstreamTook(w, g.now().Sub(upStart))
 	if err != nil {
 		g.recordFailure(p, route, start, false, http.StatusBadGateway)
 		if errors.Is(err, context.DeadlineExceeded) {

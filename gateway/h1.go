@@ -378,7 +378,8 @@ type h1Body struct {
 	keep    bool  // the connection may be reused after the body
 	left    int64 // bytes left: of the body (Content-Length), of the chunk (chunked), -1 to EOF
 	chunked bool
-	inChunk bool
+	inChunk bool  // reading a chunk's data
+	crlfDue bool  // a chunk's data was read, its CRLF not yet
 	err     error // sticky: io.EOF once the body is complete
 	done    bool  // the connection was released or closed
 }
@@ -390,14 +391,8 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	if b.chunked && !b.inChunk {
-		if err := b.nextChunk(); err != nil {
-			b.finish(err)
-			return 0, b.err
-		}
-		if b.err != nil {
-			return 0, b.err
-		}
+	if b.chunked {
+		return b.readChunked(p)
 	}
 	if b.left >= 0 && int64(len(p)) > b.left {
 		p = p[:b.left]
@@ -407,7 +402,7 @@ func (b *h1Body) Read(p []byte) (int, error) {
 		b.left -= int64(n)
 	}
 	switch {
-	case err == io.EOF && b.left < 0 && !b.chunked:
+	case err == io.EOF && b.left < 0:
 		b.finish(io.EOF) // read-to-close body: EOF is its end
 		return n, b.err
 	case err != nil:
@@ -416,20 +411,75 @@ func (b *h1Body) Read(p []byte) (int, error) {
 		}
 		b.finish(err)
 		return n, b.err
-	}
-	if b.left == 0 {
-		if !b.chunked {
-			b.finish(io.EOF)
-			return n, b.err
-		}
-		// End of a chunk: its CRLF, then the next size line on the next Read.
-		if line, err := b.c.line(); err != nil || len(line) != 0 {
-			b.finish(errors.New("malformed chunked response body"))
-			return n, b.err
-		}
-		b.inChunk = false
+	case b.left == 0:
+		b.finish(io.EOF)
+		return n, b.err
 	}
 	return n, nil
+}
+
+// readChunked reads chunk data into p. Only its first step may wait for the network; then
+// it goes on through every chunk already buffered, so a stream that arrives faster than it
+// is relayed goes out in fewer, larger writes (as net/http's chunked reader does).
+func (b *h1Body) readChunked(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		wait := n == 0
+		switch {
+		case b.crlfDue: // after a chunk's data
+			if !wait && b.c.br.Buffered() < 2 {
+				return n, nil
+			}
+			if line, err := b.c.line(); err != nil || len(line) != 0 {
+				b.finish(errors.New("malformed chunked response body"))
+				return n, b.err
+			}
+			b.crlfDue = false
+		case !b.inChunk:
+			if !wait && !b.lineBuffered() {
+				return n, nil
+			}
+			if err := b.nextChunk(); err != nil {
+				b.finish(err)
+				return n, b.err
+			}
+			if b.err != nil { // the last chunk
+				return n, b.err
+			}
+		default:
+			q := p[n:]
+			if int64(len(q)) > b.left {
+				q = q[:b.left]
+			}
+			if !wait {
+				buffered := b.c.br.Buffered()
+				if buffered == 0 {
+					return n, nil
+				}
+				q = q[:min(len(q), buffered)]
+			}
+			k, err := b.c.br.Read(q)
+			n += k
+			b.left -= int64(k)
+			if err != nil {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				b.finish(err)
+				return n, b.err
+			}
+			if b.left == 0 {
+				b.inChunk, b.crlfDue = false, true
+			}
+		}
+	}
+	return n, nil
+}
+
+// lineBuffered reports whether a whole line waits in the connection's buffer.
+func (b *h1Body) lineBuffered() bool {
+	buf, _ := b.c.br.Peek(b.c.br.Buffered())
+	return bytes.IndexByte(buf, '\n') >= 0
 }
 
 // nextChunk reads a chunk size line; a zero-size chunk ends the body (after its trailers).

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -335,9 +336,11 @@ func TestH1EarlyCloseDropsConnection(t *testing.T) {
 }
 
 func TestH1TLS(t *testing.T) {
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "tls %s", r.Proto)
 	}))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake below is expected
+	srv.StartTLS()
 	defer srv.Close()
 	pool := x509.NewCertPool()
 	pool.AddCert(srv.Certificate())
@@ -384,5 +387,45 @@ func TestProxyKeepsNetHTTP(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodPost, "https://other.example/v1/chat/completions", nil)
 	if u, _ := tr.Proxy(req); u == nil || u.Host != "proxy.example:3128" {
 		t.Errorf("the transport's proxy for other.example is %v", u)
+	}
+}
+
+// Chunks that arrived together are read together: one Read returns all of them (fewer,
+// larger writes when a stream is relayed), without waiting for chunks still to come.
+func TestH1ReadsBufferedChunksAtOnce(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	more := make(chan struct{})
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n3\r\ntwo\r\n5\r\nthree\r\n")
+		<-more
+		io.WriteString(c, "4\r\nfour\r\n0\r\n\r\n")
+	}()
+	resp, err := post(t, newH1Transport(), context.Background(), "http://"+ln.Addr().String(), `{}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	time.Sleep(100 * time.Millisecond) // the three chunks are in the socket (one loopback write)
+	buf := make([]byte, 100)
+	n, err := resp.Body.Read(buf)
+	if err != nil || string(buf[:n]) != "onetwothree" {
+		t.Fatalf("one Read of three buffered chunks returned %q, %v; want onetwothree", buf[:n], err)
+	}
+	close(more)
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil || string(rest) != "four" {
+		t.Fatalf("rest %q, %v", rest, err)
 	}
 }

@@ -78,7 +78,8 @@ func (m *metrics) observe(model string, status int, total, upstream time.Duratio
 // statusWriter remembers the status a handler wrote; it keeps streaming working.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
+	status   int
+	upstream time.Duration // the upstream exchange, for the added-latency histogram
 }
 
 func (w *statusWriter) WriteHeader(code int) {

@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"sort"
@@ -19,7 +20,9 @@ type Route struct {
 	APIKey        string // sent as Bearer to the upstream; may be empty
 	UpstreamModel string // the model name the upstream expects
 
-	auth []string // "Bearer <APIKey>", built once by New
+	// Built once by New: the request path parses and allocates none of this.
+	url                  *url.URL    // BaseURL + /chat/completions
+	header, streamHeader http.Header // shared and never mutated: Content-Type, Accept, Authorization
 }
 
 // Routes maps public model names to routes.

@@ -38,7 +38,7 @@ func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, p apikey
 	if resp == nil {
 		return
 	}
-	upstreamTook(r, g.now().Sub(upStart))
+	upstreamTook(w, g.now().Sub(upStart))
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -54,7 +54,7 @@ func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, p apikey
 	flusher, _ := w.(http.Flusher)
 
 	ev := g.newEvent(p, route, start, true)
-	var chunks [][]byte // data payloads relayed so far, for an estimate if no usage comes
+	var payloads []byte // data payloads relayed so far, one per line, for an estimate if no usage comes
 	var got *usage
 	recorded := false
 	record := func() {
@@ -68,7 +68,7 @@ func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, p apikey
 		} else {
 			ev.Estimated = true
 			ev.PromptTokens = countPromptTokens(body)
-			ev.CompletionTokens = countTokens(generatedText(chunks))
+			ev.CompletionTokens = countTokens(generatedText(payloads))
 			ev.TotalTokens = ev.PromptTokens + ev.CompletionTokens
 		}
 		if err := g.pub.Publish(context.Background(), ev); err != nil {
@@ -78,19 +78,25 @@ func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, p apikey
 	}
 	defer record()
 
-	rd := bufio.NewReaderSize(resp.Body, 64<<10)
+	// Lines are relayed as they arrive; what arrived together goes out in one write and one
+	// flush, made before the relay waits for more, so batching never delays a chunk.
+	rd := bufio.NewReaderSize(resp.Body, 32<<10)
+	var out []byte
 	clientGone := false
-	write := func(b []byte) {
-		if clientGone {
+	flush := func() {
+		if clientGone || len(out) == 0 {
 			return
 		}
-		if _, err := w.Write(b); err != nil {
+		if _, err := w.Write(out); err != nil {
 			clientGone = true
 			cancel() // stop generating what nobody reads
+		} else if flusher != nil {
+			flusher.Flush()
 		}
+		out = out[:0]
 	}
 	for {
-		line, err := rd.ReadBytes('\n')
+		line, err := readLine(rd)
 		if len(line) > 0 {
 			payload, isData := bytes.CutPrefix(bytes.TrimRight(line, "\r\n"), []byte("data:"))
 			payload = bytes.TrimSpace(payload)
@@ -103,8 +109,8 @@ func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, p apikey
 				// Most chunks are only relayed: decode the first (for its id) and any that
 				// carries a usage object; keep the rest raw, decoded only if the stream ends
 				// without usage and the gateway must count the generated text itself.
+				payloads = append(append(payloads, payload...), '\n')
 				if ev.RequestID != "" && !hasUsageObject(payload) {
-					chunks = append(chunks, payload)
 					break
 				}
 				var c streamChunk
@@ -112,31 +118,43 @@ func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, p apikey
 					if ev.RequestID == "" {
 						ev.RequestID = c.ID
 					}
-					chunks = append(chunks, payload)
 					if c.Usage != nil {
 						got = c.Usage
 						// The usage-only chunk (no choices) is the gateway's, unless asked for.
 						if len(c.Choices) == 0 && !clientWantsUsage {
 							forward = false
-							rd.ReadBytes('\n') // its blank separator line
+							readLine(rd) // its blank separator line
 						}
 					}
 				}
 			}
-			if forward {
-				write(line)
-				if len(bytes.TrimSpace(line)) == 0 && flusher != nil && !clientGone {
-					flusher.Flush()
-				}
+			if forward && !clientGone {
+				out = append(out, line...)
 			}
 		}
 		if err != nil {
-			if flusher != nil && !clientGone {
-				flusher.Flush()
-			}
+			flush()
 			return
 		}
+		if rd.Buffered() == 0 {
+			flush()
+		}
 	}
+}
+
+// readLine reads one line through its '\n', or what precedes an error. The slice is
+// valid until the next read unless the line outgrew the reader's buffer.
+func readLine(rd *bufio.Reader) ([]byte, error) {
+	line, err := rd.ReadSlice('\n')
+	if err != bufio.ErrBufferFull {
+		return line, err
+	}
+	long := append([]byte(nil), line...)
+	for err == bufio.ErrBufferFull {
+		line, err = rd.ReadSlice('\n')
+		long = append(long, line...)
+	}
+	return long, err
 }
 
 // hasUsageObject reports whether a chunk may carry a usage object: a "usage" key followed
@@ -158,10 +176,11 @@ func hasUsageObject(p []byte) bool {
 	}
 }
 
-// generatedText is the text of relayed chunks: reasoning, content and refusals.
-func generatedText(chunks [][]byte) string {
+// generatedText is the text of relayed chunks (payloads, one per line): reasoning, content
+// and refusals.
+func generatedText(payloads []byte) string {
 	var b strings.Builder
-	for _, p := range chunks {
+	for p := range bytes.Lines(payloads) {
 		var c streamChunk
 		if json.Unmarshal(p, &c) != nil {
 			continue

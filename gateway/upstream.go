@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -123,18 +124,14 @@ func (g *Gateway) newEvent(p apikey.Principal, route Route, start time.Time, str
 // callUpstream sends body to the route's upstream. On a transport failure it answers the
 // client (502, or 504 on timeout), records a failed event and returns nil.
 func (g *Gateway) callUpstream(ctx context.Context, w http.ResponseWriter, r *http.Request, p apikey.Principal, route Route, body []byte, start time.Time, stream bool) *http.Response {
-	up, err := http.NewRequestWithContext(ctx, http.MethodPost, route.BaseURL+"/chat/completions", bytes.NewReader(body))
-	if err != nil {
-		apierr.Write(w, http.StatusInternalServerError, "server_error", "internal_error", "Could not build the upstream request.", "")
-		return nil
-	}
-	// Shared, never-mutated header values: the request path allocates no header slices.
-	up.Header = http.Header{"Content-Type": hdrJSON, "Accept": hdrJSON}
+	// Built from the route's parsed URL and shared headers, not parsed per request.
+	up := (&http.Request{Method: http.MethodPost, URL: route.url, Host: route.url.Host, Header: route.header,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Body: memBody{bytes.NewReader(body), body}, ContentLength: int64(len(body)),
+		GetBody: func() (io.ReadCloser, error) { return memBody{bytes.NewReader(body), body}, nil },
+	}).WithContext(ctx)
 	if stream {
-		up.Header["Accept"] = hdrSSE
-	}
-	if route.auth != nil {
-		up.Header["Authorization"] = route.auth
+		up.Header = route.streamHeader
 	}
 	// The transport directly: no redirects to follow on an API POST, and no per-request
 	// header copying that http.Client does for them.
@@ -153,6 +150,15 @@ func (g *Gateway) callUpstream(ctx context.Context, w http.ResponseWriter, r *ht
 	apierr.Write(w, status, "upstream_error", code, msg, "")
 	return nil
 }
+
+// memBody is a request body already in memory; Bytes hands it to the transport uncopied.
+type memBody struct {
+	*bytes.Reader
+	b []byte
+}
+
+func (m memBody) Bytes() []byte { return m.b }
+func (memBody) Close() error    { return nil }
 
 // recordFailure emits an event with no billable tokens for an exchange that produced no
 // completion, so analysts see upstream error rates. It is best effort: nothing is billed.
