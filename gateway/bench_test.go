@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -21,11 +22,12 @@ import (
 )
 
 // BenchmarkGatewayOverhead measures, in one run, what the gateway adds on loopback, beside
-// two baselines: the upstream called directly, and net/http/httputil.ReverseProxy (Go's
-// standard reverse proxy, which meters nothing) in front of the same upstream.
+// three baselines: the upstream called directly; net/http/httputil.ReverseProxy (Go's
+// standard reverse proxy, which meters nothing) in front of it; and a TCP splice that relays
+// bytes without reading HTTP at all, the floor for any proxy on this machine.
 //
-//   - latency: 3,000 rounds of sequential requests, each round direct, through the gateway and
-//     through the reverse proxy, so all three see the same machine state; "added" is the
+//   - latency: 3,000 rounds of sequential requests, each round direct, through the gateway,
+//     the reverse proxy and the splice, so all see the same machine state; "added" is the
 //     p50/p99 difference to direct. "internal" is the gateway's own time per request (its
 //     handler's time minus the upstream exchange: authentication, parsing, rewriting, the
 //     durable spool write of the usage event), the figure other gateways publish as overhead.
@@ -77,6 +79,7 @@ func BenchmarkGatewayOverhead(b *testing.B) {
 				Transport:     &http.Transport{MaxIdleConnsPerHost: 256, MaxIdleConns: 512},
 			})
 			defer rp.Close()
+			splice := spliceProxy(b, up.Listener.Addr().String())
 
 			body := []byte(`{"model":"venna-1","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"How many tokens is this?"}]}`)
 			direct := []byte(`{"model":"sim-large","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"How many tokens is this?"}]}`)
@@ -102,6 +105,7 @@ func BenchmarkGatewayOverhead(b *testing.B) {
 				call(up.URL, direct)
 				call(gw.URL, body)
 				call(rp.URL, direct)
+				call(splice, direct)
 			}
 			b.ResetTimer()
 			for range b.N {
@@ -109,7 +113,7 @@ func BenchmarkGatewayOverhead(b *testing.B) {
 				if tc.delay > 0 {
 					n = 100
 				}
-				dLat, gLat, rLat := make([]time.Duration, 0, n), make([]time.Duration, 0, n), make([]time.Duration, 0, n)
+				dLat, gLat, rLat, sLat := make([]time.Duration, 0, n), make([]time.Duration, 0, n), make([]time.Duration, 0, n), make([]time.Duration, 0, n)
 				internal, recording = internal[:0], true
 				for range n {
 					t0 := time.Now()
@@ -118,18 +122,22 @@ func BenchmarkGatewayOverhead(b *testing.B) {
 					call(gw.URL, body)
 					t2 := time.Now()
 					call(rp.URL, direct)
-					dLat, gLat, rLat = append(dLat, t1.Sub(t0)), append(gLat, t2.Sub(t1)), append(rLat, time.Since(t2))
+					t3 := time.Now()
+					call(splice, direct)
+					dLat, gLat, rLat, sLat = append(dLat, t1.Sub(t0)), append(gLat, t2.Sub(t1)), append(rLat, t3.Sub(t2)), append(sLat, time.Since(t3))
 				}
 				recording = false
 				dThru := saturate(call, up.URL, direct)
 				gThru := saturate(call, gw.URL, body)
 				rThru := saturate(call, rp.URL, direct)
+				sThru := saturate(call, splice, direct)
 				us := func(d time.Duration) float64 { return float64(d.Microseconds()) }
 				b.ReportMetric(us(quantile(dLat, 0.5)), "direct-p50-µs")
 				b.ReportMetric(us(quantile(gLat, 0.5)-quantile(dLat, 0.5)), "added-p50-µs")
 				b.ReportMetric(us(quantile(gLat, 0.99)-quantile(dLat, 0.99)), "added-p99-µs")
 				b.ReportMetric(us(quantile(rLat, 0.5)-quantile(dLat, 0.5)), "revproxy-added-p50-µs")
 				b.ReportMetric(us(quantile(rLat, 0.99)-quantile(dLat, 0.99)), "revproxy-added-p99-µs")
+				b.ReportMetric(us(quantile(sLat, 0.5)-quantile(dLat, 0.5)), "splice-added-p50-µs")
 				if !stream { // a stream's handler time is the whole generation
 					b.ReportMetric(us(quantile(internal, 0.5)), "internal-p50-µs")
 					b.ReportMetric(us(quantile(internal, 0.99)), "internal-p99-µs")
@@ -138,9 +146,40 @@ func BenchmarkGatewayOverhead(b *testing.B) {
 				b.ReportMetric(gThru, "gateway-req/s")
 				b.ReportMetric(gThru/dThru, "throughput-ratio")
 				b.ReportMetric(rThru/dThru, "revproxy-throughput-ratio")
+				b.ReportMetric(sThru/dThru, "splice-throughput-ratio")
 			}
 		})
 	}
+}
+
+// spliceProxy relays TCP connections to addr byte for byte: no HTTP, no parsing, one
+// upstream connection per client connection. What it adds is the floor for any proxy on
+// this machine: a second socket hop through the kernel and the scheduler.
+func spliceProxy(b *testing.B, addr string) (url string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				u, err := net.Dial("tcp", addr)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go io.Copy(u, c)
+				io.Copy(c, u)
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String()
 }
 
 // quantile returns the q-quantile of l, sorting l.
