@@ -28,8 +28,9 @@ import (
 // closed while idle are found before reuse instead.
 type h1Transport struct {
 	dialer      net.Dialer
-	tls         *tls.Config // nil: tls.Config{} with the host as ServerName
-	maxIdle     int         // idle connections kept per host
+	tls         *tls.Config            // nil: tls.Config{} with the host as ServerName
+	sessions    tls.ClientSessionCache // resumes TLS sessions: a new connection skips the full handshake
+	maxIdle     int                    // idle connections kept per host
 	idleTimeout time.Duration
 
 	mu   sync.Mutex
@@ -42,6 +43,7 @@ func newH1Transport() *h1Transport {
 		maxIdle:     512,
 		idleTimeout: 90 * time.Second,
 		idle:        map[string][]*h1Conn{},
+		sessions:    tls.NewLRUClientSessionCache(256),
 	}
 }
 
@@ -178,7 +180,7 @@ func (t *h1Transport) conn(ctx context.Context, scheme, host string) (*h1Conn, e
 		conns[len(conns)-1] = nil
 		t.idle[key] = conns[:len(conns)-1]
 		t.mu.Unlock()
-		if now.Sub(c.idleFrom) < t.idleTimeout && alive(c.tcp, scheme == "https") {
+		if now.Sub(c.idleFrom) < t.idleTimeout && alive(c.tcp) {
 			c.reused = true
 			return c, nil
 		}
@@ -190,9 +192,10 @@ func (t *h1Transport) conn(ctx context.Context, scheme, host string) (*h1Conn, e
 	}
 	conn := tcp
 	if scheme == "https" {
-		cfg := &tls.Config{}
+		cfg := &tls.Config{ClientSessionCache: t.sessions}
 		if t.tls != nil {
 			cfg = t.tls.Clone()
+			cfg.ClientSessionCache = t.sessions
 		}
 		if cfg.ServerName == "" {
 			cfg.ServerName, _, _ = net.SplitHostPort(addr)

@@ -5,4 +5,4 @@ package gateway
 import "net"
 
 // alive cannot peek without blocking here; a stale connection fails its request instead.
-func alive(net.Conn, bool) bool { return true }
+func alive(net.Conn) bool { return true }

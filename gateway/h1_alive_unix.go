@@ -9,9 +9,9 @@ import (
 
 // alive reports whether an idle connection is still open, without blocking: a peek that
 // finds the peer's FIN or an error means the server closed it while it sat in the pool.
-// Bytes waiting on an idle plain connection break HTTP framing, so that connection is
-// dropped too; under TLS they may be a session ticket the TLS layer reads in due course.
-func alive(conn net.Conn, isTLS bool) bool {
+// Bytes waiting on an idle connection mean it is unusable too: on plain HTTP they break
+// the framing, under TLS they are the close_notify a server sends before it hangs up.
+func alive(conn net.Conn) bool {
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
 		return true
@@ -21,20 +21,13 @@ func alive(conn net.Conn, isTLS bool) bool {
 		return false
 	}
 	var buf [1]byte
-	var n int
 	var rerr error
 	if err := rc.Read(func(fd uintptr) bool {
-		n, _, rerr = syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		_, _, rerr = syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		return true
 	}); err != nil {
 		return false
 	}
-	switch {
-	case rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK:
-		return true
-	case rerr != nil, n == 0:
-		return false
-	default:
-		return isTLS
-	}
+	// Only "nothing to read yet" is alive: not an error, the FIN, or unexpected bytes.
+	return rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK
 }

@@ -358,6 +358,19 @@ func TestH1TLS(t *testing.T) {
 			t.Fatalf("body %q", b)
 		}
 	}
+	// A TLS server that closes an idle connection (close_notify, then FIN): the next
+	// request goes out on a new connection instead of failing.
+	srv.Config.SetKeepAlivesEnabled(true)
+	srv.Config.IdleTimeout = 50 * time.Millisecond
+	for i := range 2 {
+		time.Sleep(200 * time.Millisecond) // past the idle timeout
+		resp, err := post(t, tr, context.Background(), srv.URL, `{}`)
+		if err != nil {
+			t.Fatalf("request %d after the server closed the idle connection: %v", i, err)
+		}
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
 	// Without the test CA the certificate is refused.
 	if _, err := post(t, newH1Transport(), context.Background(), srv.URL, `{}`); err == nil {
 		t.Error("an unknown certificate authority was accepted")
