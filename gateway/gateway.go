@@ -349,9 +349,7 @@ func parseAnswer(b []byte) (upstreamAnswer, error) {
 	}); err != nil {
 		return a, err
 	}
-	if len(id) > 1 && id[0] == '"' {
-		json.Unmarshal(id, &a.ID)
-	}
+	a.ID = jsonString(id)
 	if len(u) > 0 && u[0] == '{' {
 		a.Usage = new(usage)
 		if err := a.Usage.parse(u); err != nil {

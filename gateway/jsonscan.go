@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -267,6 +268,19 @@ func skipSpace(b []byte, i int) int {
 		i++
 	}
 	return i
+}
+
+// jsonString returns the valid JSON value v as a string if it is one, else "".
+func jsonString(v []byte) string {
+	if len(v) < 2 || v[0] != '"' {
+		return ""
+	}
+	if bytes.IndexByte(v, '\\') < 0 {
+		return string(v[1 : len(v)-1])
+	}
+	var s string
+	json.Unmarshal(v, &s)
+	return s
 }
 
 // appendJSONString appends s as a JSON string.

@@ -113,15 +113,14 @@ func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, p apikey
 				if ev.RequestID != "" && !hasUsageObject(payload) {
 					break
 				}
-				var c streamChunk
-				if json.Unmarshal(payload, &c) == nil {
+				if c, err := parseChunk(payload); err == nil {
 					if ev.RequestID == "" {
-						ev.RequestID = c.ID
+						ev.RequestID = c.id
 					}
-					if c.Usage != nil {
-						got = c.Usage
+					if c.usage != nil {
+						got = c.usage
 						// The usage-only chunk (no choices) is the gateway's, unless asked for.
-						if len(c.Choices) == 0 && !clientWantsUsage {
+						if !c.hasChoices && !clientWantsUsage {
 							forward = false
 							readLine(rd) // its blank separator line
 						}
@@ -155,6 +154,40 @@ func readLine(rd *bufio.Reader) ([]byte, error) {
 		long = append(long, line...)
 	}
 	return long, err
+}
+
+// chunkHead is what the relay reads of a chunk: its id, usage, and whether it has choices.
+type chunkHead struct {
+	id         string
+	usage      *usage
+	hasChoices bool
+}
+
+// parseChunk reads a chunk's head without decoding the rest.
+func parseChunk(b []byte) (chunkHead, error) {
+	var c chunkHead
+	var id, u, choices []byte
+	if err := members(b, func(m member) {
+		switch v := b[m.valueStart:m.valueEnd]; {
+		case keyIs(b, m, "id"):
+			id = v
+		case keyIs(b, m, "usage"):
+			u = v
+		case keyIs(b, m, "choices"):
+			choices = v
+		}
+	}); err != nil {
+		return c, err
+	}
+	c.id = jsonString(id)
+	c.hasChoices = len(choices) > 0 && choices[0] == '[' && choices[skipSpace(choices, 1)] != ']'
+	if len(u) > 0 && u[0] == '{' {
+		c.usage = new(usage)
+		if err := c.usage.parse(u); err != nil {
+			return c, err
+		}
+	}
+	return c, nil
 }
 
 // hasUsageObject reports whether a chunk may carry a usage object: a "usage" key followed

@@ -3,9 +3,11 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -230,5 +232,33 @@ func TestHasUsageObject(t *testing.T) {
 		if got := hasUsageObject([]byte(in)); got != want {
 			t.Errorf("hasUsageObject(%s) = %v, want %v", in, got, want)
 		}
+	}
+}
+
+// parseChunk reads what encoding/json reads of a chunk: id, usage, whether it has choices.
+func TestParseChunkMatchesEncodingJSON(t *testing.T) {
+	for name, in := range map[string]string{
+		"content":      `{"id":"chatcmpl-1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hi"}}],"usage":null}`,
+		"usage only":   `{"id":"chatcmpl-1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5,"completion_tokens_details":{"reasoning_tokens":1}}}`,
+		"usage spaced": `{ "usage" : { "prompt_tokens" : 3 } , "choices" : [ ] , "id" : "x" }`,
+		"no choices":   `{"id":"c","usage":{"prompt_tokens":1}}`,
+		"null choices": `{"id":"c","choices":null}`,
+		"escaped id":   `{"id":"chat\u0063mpl-\"2\"","choices":[{"delta":{}}]}`,
+		"other case":   `{"ID":"upper","Choices":[{}],"Usage":{"Prompt_Tokens":4}}`,
+		"last wins":    `{"id":"a","id":"b","choices":[{}],"choices":[]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			var want streamChunk
+			if err := json.Unmarshal([]byte(in), &want); err != nil {
+				t.Fatal(err)
+			}
+			got, err := parseChunk([]byte(in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.id != want.ID || got.hasChoices != (len(want.Choices) > 0) || !reflect.DeepEqual(got.usage, want.Usage) {
+				t.Errorf("parseChunk = %+v (usage %+v), encoding/json = %+v (usage %+v)", got, got.usage, want, want.Usage)
+			}
+		})
 	}
 }
