@@ -411,7 +411,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, p apikey.Princ
 			"The completion could not be metered; retry shortly.", "")
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = hdrJSON // shared, never mutated: no allocation
 	w.WriteHeader(http.StatusOK)
 	w.Write(respBody)
 }

@@ -47,9 +47,7 @@ func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, p apikey
 		return
 	}
 	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
+	h["Content-Type"], h["Cache-Control"], h["X-Accel-Buffering"] = hdrSSE, hdrNoCache, hdrNo
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
 

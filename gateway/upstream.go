@@ -99,9 +99,12 @@ func (u *usage) apply(ev *schema.UsageEvent) {
 	ev.TotalTokens = ev.PromptTokens + ev.CompletionTokens
 }
 
+// Header values shared by every request: never mutated, so never allocated per request.
 var (
-	hdrJSON = []string{"application/json"}
-	hdrSSE  = []string{"text/event-stream"}
+	hdrJSON    = []string{"application/json"}
+	hdrSSE     = []string{"text/event-stream"}
+	hdrNoCache = []string{"no-cache"}
+	hdrNo      = []string{"no"}
 )
 
 // newEvent starts the usage event of one request.
