@@ -61,6 +61,9 @@ type h1Conn struct {
 // aLongTimeAgo is a deadline in the past: it fails a pending read or write at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
+// maxResponseHeaderBytes bounds a response head, as net/http's default does.
+const maxResponseHeaderBytes = 1 << 20
+
 var errNoUpstreamConn = errors.New("upstream connection closed before the response")
 
 // RoundTrip sends req over a pooled connection and returns its response; the body streams
@@ -240,6 +243,7 @@ func (t *h1Transport) CloseIdleConnections() {
 // readResponse reads a response head: the status, the headers the gateway uses
 // (Content-Type) and the body's framing. 1xx interim responses are skipped.
 func (c *h1Conn) readResponse(req *http.Request) (*http.Response, error) {
+	headerBytes := 0 // of all heads, interim ones included: an upstream cannot feed endless headers
 	for {
 		line, err := c.line()
 		if err != nil {
@@ -248,6 +252,7 @@ func (c *h1Conn) readResponse(req *http.Request) (*http.Response, error) {
 			}
 			return nil, fmt.Errorf("read response: %w", err)
 		}
+		headerBytes += len(line)
 		resp, err := parseStatusLine(line)
 		if err != nil {
 			return nil, err
@@ -262,6 +267,9 @@ func (c *h1Conn) readResponse(req *http.Request) (*http.Response, error) {
 			}
 			if len(line) == 0 {
 				break
+			}
+			if headerBytes += len(line); headerBytes > maxResponseHeaderBytes {
+				return nil, fmt.Errorf("response headers exceed %d bytes", maxResponseHeaderBytes)
 			}
 			name, value, ok := bytes.Cut(line, []byte{':'})
 			if !ok {

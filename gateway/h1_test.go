@@ -200,14 +200,16 @@ func TestH1ResponseFraming(t *testing.T) {
 
 func TestH1MalformedResponsesFail(t *testing.T) {
 	for name, response := range map[string]string{
-		"not http":             "SSH-2.0-OpenSSH\r\n\r\n",
-		"bad status":           "HTTP/1.1 2x0 OK\r\n\r\n",
-		"bad content length":   "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
-		"unknown encoding":     "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
-		"header without colon": "HTTP/1.1 200 OK\r\nbroken\r\n\r\n",
-		"bad chunk size":       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-		"short body":           "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello",
-		"cut chunk":            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+		"not http":              "SSH-2.0-OpenSSH\r\n\r\n",
+		"bad status":            "HTTP/1.1 2x0 OK\r\n\r\n",
+		"bad content length":    "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+		"unknown encoding":      "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+		"header without colon":  "HTTP/1.1 200 OK\r\nbroken\r\n\r\n",
+		"bad chunk size":        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+		"short body":            "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello",
+		"cut chunk":             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+		"endless headers":       "HTTP/1.1 200 OK\r\n" + strings.Repeat("X-Filler: "+strings.Repeat("x", 1000)+"\r\n", 1100),
+		"endless interim heads": strings.Repeat("HTTP/1.1 100 Continue\r\nX-Filler: "+strings.Repeat("x", 1000)+"\r\n\r\n", 1100),
 	} {
 		t.Run(name, func(t *testing.T) {
 			url, _ := rawServer(t, response, 1)

@@ -258,7 +258,11 @@ func memberKey(b []byte, m member) string {
 // keyIs reports whether m's key equals name, ignoring case as encoding/json does.
 func keyIs(b []byte, m member, name string) bool {
 	if !m.escaped {
-		return len(name) == m.keyEnd-m.keyStart && strings.EqualFold(string(b[m.keyStart:m.keyEnd]), name)
+		if len(name) != m.keyEnd-m.keyStart {
+			return false
+		}
+		k := b[m.keyStart:m.keyEnd]
+		return string(k) == name || strings.EqualFold(string(k), name)
 	}
 	return strings.EqualFold(memberKey(b, m), name)
 }
