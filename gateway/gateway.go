@@ -140,23 +140,16 @@ type chatRequest struct {
 
 type badRequest struct{ code, msg, param string }
 
+var chatRequestKeys = []string{"model", "messages", "stream"}
+
 // parseChatRequest checks the body is a JSON object with a model and a non-empty messages
 // array, and reads model and stream. Like encoding/json it matches keys ignoring case and
 // takes the last of duplicates; prepareBody then writes exactly what was read here.
 func parseChatRequest(body []byte) (chatRequest, *badRequest) {
 	var req chatRequest
-	var model, messages, stream []byte
-	err := members(body, func(m member) {
-		v := body[m.valueStart:m.valueEnd]
-		switch {
-		case keyIs(body, m, "model"):
-			model = v
-		case keyIs(body, m, "messages"):
-			messages = v
-		case keyIs(body, m, "stream"):
-			stream = v
-		}
-	})
+	var v [3][]byte
+	err := pick(body, chatRequestKeys, v[:])
+	model, messages, stream := v[0], v[1], v[2]
 	switch {
 	case errors.Is(err, errSyntax):
 		// Rare: encoding/json says what is wrong, as clients of OpenAI's API are used to.
@@ -335,20 +328,16 @@ type upstreamAnswer struct {
 	Usage *usage
 }
 
+var answerKeys = []string{"id", "usage"}
+
 // parseAnswer reads the id and usage of a completion, decoding only the usage object.
 func parseAnswer(b []byte) (upstreamAnswer, error) {
 	var a upstreamAnswer
-	var id, u []byte
-	if err := members(b, func(m member) {
-		switch {
-		case keyIs(b, m, "id"):
-			id = b[m.valueStart:m.valueEnd]
-		case keyIs(b, m, "usage"):
-			u = b[m.valueStart:m.valueEnd]
-		}
-	}); err != nil {
+	var v [2][]byte
+	if err := pick(b, answerKeys, v[:]); err != nil {
 		return a, err
 	}
+	id, u := v[0], v[1]
 	a.ID = jsonString(id)
 	if len(u) > 0 && u[0] == '{' {
 		a.Usage = new(usage)

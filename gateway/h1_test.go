@@ -278,11 +278,7 @@ func TestH1CancelClosesConnection(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("read after cancel: %v, want context.Canceled", err)
 	}
-	select {
-	case <-serverSawClose:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the upstream never saw the connection close")
-	}
+	waitClosed(t, serverSawClose)
 	if len(tr.idle) != 0 {
 		t.Error("a cancelled connection went back to the pool")
 	}
@@ -306,11 +302,7 @@ func TestH1DeadlineWhileWaiting(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("err = %v, want context.DeadlineExceeded", err)
 	}
-	select {
-	case <-serverSawClose:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the upstream never saw the connection close")
-	}
+	waitClosed(t, serverSawClose)
 }
 
 // A body closed before its end does not leave its connection in the pool with unread
@@ -442,5 +434,15 @@ func TestH1ReadsBufferedChunksAtOnce(t *testing.T) {
 	rest, err := io.ReadAll(resp.Body)
 	if err != nil || string(rest) != "four" {
 		t.Fatalf("rest %q, %v", rest, err)
+	}
+}
+
+// waitClosed waits until the upstream saw its connection close.
+func waitClosed(t *testing.T, closed <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream never saw the connection close")
 	}
 }

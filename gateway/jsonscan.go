@@ -245,6 +245,20 @@ func validString(b []byte, i int) (end int, escaped, ok bool) {
 	return i, escaped, false
 }
 
+// pick stores in out[i] the value of the top-level member of the JSON object b named
+// names[i], matched as encoding/json matches (ignoring case, the last of duplicates wins);
+// nil where there is none. It returns members' error.
+func pick(b []byte, names []string, out [][]byte) error {
+	return members(b, func(m member) {
+		for i, name := range names {
+			if keyIs(b, m, name) {
+				out[i] = b[m.valueStart:m.valueEnd]
+				return
+			}
+		}
+	})
+}
+
 // memberKey returns m's key, unescaped.
 func memberKey(b []byte, m member) string {
 	if !m.escaped {

@@ -161,22 +161,16 @@ type chunkHead struct {
 	hasChoices bool
 }
 
+var chunkKeys = []string{"id", "usage", "choices"}
+
 // parseChunk reads a chunk's head without decoding the rest.
 func parseChunk(b []byte) (chunkHead, error) {
 	var c chunkHead
-	var id, u, choices []byte
-	if err := members(b, func(m member) {
-		switch v := b[m.valueStart:m.valueEnd]; {
-		case keyIs(b, m, "id"):
-			id = v
-		case keyIs(b, m, "usage"):
-			u = v
-		case keyIs(b, m, "choices"):
-			choices = v
-		}
-	}); err != nil {
+	var v [3][]byte
+	if err := pick(b, chunkKeys, v[:]); err != nil {
 		return c, err
 	}
+	id, u, choices := v[0], v[1], v[2]
 	c.id = jsonString(id)
 	c.hasChoices = len(choices) > 0 && choices[0] == '[' && choices[skipSpace(choices, 1)] != ']'
 	if len(u) > 0 && u[0] == '{' {
