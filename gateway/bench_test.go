@@ -1,9 +1,11 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -11,8 +13,11 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
+	"os/exec"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -178,25 +183,27 @@ func spliceProxy(b *testing.B, addr string) (url string) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
+	go serveSplice(ln, addr)
+	return "http://" + ln.Addr().String()
+}
+
+func serveSplice(ln net.Listener, addr string) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			u, err := net.Dial("tcp", addr)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				u, err := net.Dial("tcp", addr)
-				if err != nil {
-					return
-				}
-				defer u.Close()
-				go io.Copy(u, c)
-				io.Copy(c, u)
-			}()
-		}
-	}()
-	return "http://" + ln.Addr().String()
+			defer u.Close()
+			go io.Copy(u, c)
+			io.Copy(c, u)
+		}()
+	}
 }
 
 // allocsPerCall is the heap allocations of the whole process per call of f (sequential).
@@ -308,5 +315,158 @@ func BenchmarkValidate(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// benchChildEnv makes the test binary a proxy process for BenchmarkGatewayOwnCore:
+// "gateway <upstream URL>" or "splice <upstream host:port>".
+const benchChildEnv = "VENNA_BENCH_PROXY_CHILD"
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(benchChildEnv); spec != "" {
+		os.Exit(runBenchChild(spec))
+	}
+	os.Exit(m.Run())
+}
+
+// runBenchChild serves one proxy on loopback, prints its URL, and exits when stdin closes.
+func runBenchChild(spec string) int {
+	kind, target, _ := strings.Cut(spec, " ")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	switch kind {
+	case "gateway":
+		dir, err := os.MkdirTemp("", "venna-bench-spool")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		prod, err := NewProducer(ProducerConfig{Brokers: []string{"127.0.0.1:1"}, Topic: "bench", MaxBackoff: time.Second,
+			Spool: SpoolConfig{Dir: dir, MaxBytes: 8 << 30}}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer closeSoon(prod)
+		routes := Routes{"venna-1": {Model: "venna-1", Upstream: "sim", BaseURL: target + "/v1", UpstreamModel: "sim-large"}}
+		g, err := New(Config{Routes: routes}, fakeAuth{testToken: testPrincipal}, prod, slog.New(slog.DiscardHandler))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		go http.Serve(ln, g.Handler())
+	case "splice":
+		go serveSplice(ln, target)
+	default:
+		fmt.Fprintln(os.Stderr, "unknown proxy kind", kind)
+		return 1
+	}
+	fmt.Println("http://" + ln.Addr().String())
+	io.Copy(io.Discard, os.Stdin) // until the benchmark ends
+	return 0
+}
+
+// BenchmarkGatewayOwnCore is the plain case of BenchmarkGatewayOverhead with the proxy
+// in its own process pinned to CPU 1, and the load generator and the upstream pinned to
+// CPU 0, as a gateway runs in production: on cores of its own. Direct, gateway and splice
+// runs all give the load generator and the upstream the same one core. Needs taskset and
+// two CPUs.
+//
+//	go test -run '^$' -bench GatewayOwnCore -benchtime 1x ./gateway/
+func BenchmarkGatewayOwnCore(b *testing.B) {
+	if runtime.NumCPU() < 2 {
+		b.Skip("needs two CPUs")
+	}
+	if _, err := exec.LookPath("taskset"); err != nil {
+		b.Skip("needs taskset (util-linux)")
+	}
+	pin := func(cpus string) {
+		if out, err := exec.Command("taskset", "-a", "-p", "-c", cpus, strconv.Itoa(os.Getpid())).CombinedOutput(); err != nil {
+			b.Fatalf("taskset: %v: %s", err, out)
+		}
+	}
+	pin("0")
+	defer pin(fmt.Sprintf("0-%d", runtime.NumCPU()-1))
+
+	up := httptest.NewServer((&simupstream.Server{}).Handler())
+	defer up.Close()
+	child := func(spec string) string {
+		cmd := exec.Command("taskset", "-c", "1", os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), benchChildEnv+"="+spec)
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { stdin.Close(); cmd.Wait() })
+		url, err := bufio.NewReader(stdout).ReadString('\n')
+		if err != nil {
+			b.Fatalf("proxy child: %v", err)
+		}
+		return strings.TrimSpace(url)
+	}
+	gw := child("gateway " + up.URL)
+	splice := child("splice " + up.Listener.Addr().String())
+
+	body := []byte(`{"model":"venna-1","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"How many tokens is this?"}]}`)
+	direct := []byte(`{"model":"sim-large","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"How many tokens is this?"}]}`)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxIdleConns: 512}}
+	call := func(url string, payload []byte) {
+		req, _ := http.NewRequest(http.MethodPost, url+"/v1/chat/completions", bytes.NewReader(payload))
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		resp, err := client.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			b.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	for range 200 {
+		call(up.URL, direct)
+		call(gw, body)
+		call(splice, direct)
+	}
+	b.ResetTimer()
+	for range b.N {
+		const n = 3000
+		dLat, gLat, sLat := make([]time.Duration, 0, n), make([]time.Duration, 0, n), make([]time.Duration, 0, n)
+		for range n {
+			t0 := time.Now()
+			call(up.URL, direct)
+			t1 := time.Now()
+			call(gw, body)
+			t2 := time.Now()
+			call(splice, direct)
+			dLat, gLat, sLat = append(dLat, t1.Sub(t0)), append(gLat, t2.Sub(t1)), append(sLat, time.Since(t2))
+		}
+		var dThru, gThru, sThru float64
+		for range 4 {
+			dThru += saturate(call, up.URL, direct) / 4
+			gThru += saturate(call, gw, body) / 4
+			sThru += saturate(call, splice, direct) / 4
+		}
+		us := func(d time.Duration) float64 { return float64(d.Microseconds()) }
+		b.ReportMetric(us(quantile(dLat, 0.5)), "direct-p50-µs")
+		b.ReportMetric(us(quantile(gLat, 0.5)-quantile(dLat, 0.5)), "added-p50-µs")
+		b.ReportMetric(us(quantile(gLat, 0.99)-quantile(dLat, 0.99)), "added-p99-µs")
+		b.ReportMetric(us(quantile(sLat, 0.5)-quantile(dLat, 0.5)), "splice-added-p50-µs")
+		b.ReportMetric(dThru, "direct-req/s")
+		b.ReportMetric(gThru, "gateway-req/s")
+		b.ReportMetric(gThru/dThru, "throughput-ratio")
+		b.ReportMetric(sThru/dThru, "splice-throughput-ratio")
 	}
 }
