@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -79,7 +80,7 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := t.conn(ctx, req.URL.Scheme, req.URL.Host)
+	c, err := t.conn(ctx, req.URL)
 	if err != nil {
 		return nil, err
 	}
@@ -158,18 +159,18 @@ func appendRequest(b []byte, req *http.Request, body []byte) []byte {
 }
 
 // conn returns an idle connection to scheme://host that is still open, or dials one.
-func (t *h1Transport) conn(ctx context.Context, scheme, host string) (*h1Conn, error) {
+func (t *h1Transport) conn(ctx context.Context, u *url.URL) (*h1Conn, error) {
+	scheme, host, port := u.Scheme, u.Hostname(), u.Port()
 	if scheme != "http" && scheme != "https" {
 		return nil, fmt.Errorf("unsupported upstream scheme %q", scheme)
 	}
-	addr := host
-	if _, _, err := net.SplitHostPort(host); err != nil {
-		port := "80"
+	if port == "" {
+		port = "80"
 		if scheme == "https" {
 			port = "443"
 		}
-		addr = net.JoinHostPort(host, port)
 	}
+	addr := net.JoinHostPort(host, port) // brackets an IPv6 literal
 	key := scheme + "://" + addr
 	now := time.Now()
 	for {
@@ -201,7 +202,7 @@ func (t *h1Transport) conn(ctx context.Context, scheme, host string) (*h1Conn, e
 			cfg.ClientSessionCache = t.sessions
 		}
 		if cfg.ServerName == "" {
-			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+			cfg.ServerName = host
 		}
 		cfg.NextProtos = []string{"http/1.1"}
 		tc := tls.Client(tcp, cfg)

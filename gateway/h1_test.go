@@ -446,3 +446,29 @@ func waitClosed(t *testing.T, closed <-chan struct{}) {
 		t.Fatal("the upstream never saw the connection close")
 	}
 }
+
+// Upstreams named by an IPv6 literal, with and without a port.
+func TestH1IPv6Literal(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skip("no IPv6 loopback here:", err)
+	}
+	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, r.Host)
+	})}}
+	srv.Start()
+	defer srv.Close()
+	resp, err := post(t, newH1Transport(), context.Background(), srv.URL, `{}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := strings.TrimPrefix(srv.URL, "http://"); string(b) != want {
+		t.Errorf("Host %q, want %q", b, want)
+	}
+	u, _ := url.Parse("http://[::1]/v1")
+	if _, err := newH1Transport().conn(context.Background(), u); err != nil && strings.Contains(err.Error(), "[[") {
+		t.Errorf("default port on an IPv6 literal: %v", err)
+	}
+}
