@@ -83,6 +83,9 @@ func New(cfg Config, auth Authenticator, pub Publisher, log *slog.Logger) (*Gate
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return nil, fmt.Errorf("gateway: route %s: base URL %q is not an http(s) URL", m, r.BaseURL)
 		}
+		if strings.ContainsAny(r.APIKey, "\r\n") {
+			return nil, fmt.Errorf("gateway: route %s: the upstream API key contains a line break", m)
+		}
 		r.url = u
 		r.header = http.Header{"Content-Type": hdrJSON, "Accept": hdrJSON}
 		r.streamHeader = http.Header{"Content-Type": hdrJSON, "Accept": hdrSSE}

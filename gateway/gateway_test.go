@@ -840,6 +840,9 @@ func TestNewRefusesInvalidConfig(t *testing.T) {
 		{"no routes", Config{}},
 		{"negative timeout", Config{Routes: ok, UpstreamTimeout: -time.Second}},
 		{"negative body limit", Config{Routes: ok, MaxBodyBytes: -1}},
+		{"base URL not http", Config{Routes: Routes{"m": {Model: "m", Upstream: "u", BaseURL: "ftp://h/v1", UpstreamModel: "m"}}}},
+		{"base URL without host", Config{Routes: Routes{"m": {Model: "m", Upstream: "u", BaseURL: "http:///v1", UpstreamModel: "m"}}}},
+		{"line break in upstream key", Config{Routes: Routes{"m": {Model: "m", Upstream: "u", BaseURL: "http://h/v1", APIKey: "k\r\nX: y", UpstreamModel: "m"}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -94,8 +95,15 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	c.wbuf = appendRequest(c.wbuf[:0], req, body)
-	if _, err := c.conn.Write(c.wbuf); err != nil {
+	head, err := appendHead(c.wbuf[:0], req, len(body))
+	if err != nil {
+		return fail(err)
+	}
+	c.wbuf = head
+	// Head and body in one writev: the body is not copied, and a pooled connection keeps
+	// only the head's buffer, never a prompt's.
+	bufs := net.Buffers{head, body}
+	if _, err := bufs.WriteTo(c.conn); err != nil {
 		return fail(fmt.Errorf("write request: %w", err))
 	}
 	resp, err := c.readResponse(req)
@@ -122,17 +130,22 @@ func requestBody(req *http.Request) ([]byte, error) {
 	return b, nil
 }
 
-// appendRequest writes the request head and body: Host, the caller's headers and a
-// Content-Length.
-func appendRequest(b []byte, req *http.Request, body []byte) []byte {
-	b = append(b, req.Method...)
-	b = append(b, ' ')
-	b = append(b, req.URL.RequestURI()...)
-	b = append(b, " HTTP/1.1\r\nHost: "...)
+// appendHead writes the request head: the request line, Host, the caller's headers and a
+// Content-Length of n. A CR or LF in any of them would smuggle a second request upstream:
+// refused.
+func appendHead(b []byte, req *http.Request, n int) ([]byte, error) {
 	host := req.Host
 	if host == "" {
 		host = req.URL.Host
 	}
+	uri := req.URL.RequestURI()
+	if lineBreak(req.Method) || lineBreak(host) || lineBreak(uri) {
+		return nil, errHeaderLineBreak
+	}
+	b = append(b, req.Method...)
+	b = append(b, ' ')
+	b = append(b, uri...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
 	b = append(b, host...)
 	b = append(b, "\r\n"...)
 	if _, ok := req.Header["User-Agent"]; !ok {
@@ -143,20 +156,23 @@ func appendRequest(b []byte, req *http.Request, body []byte) []byte {
 			continue
 		}
 		for _, v := range vs {
+			if lineBreak(k) || lineBreak(v) {
+				return nil, errHeaderLineBreak
+			}
 			b = append(b, k...)
 			b = append(b, ": "...)
 			b = append(b, v...)
 			b = append(b, "\r\n"...)
 		}
 	}
-	if body != nil || req.Method == http.MethodPost || req.Method == http.MethodPut {
-		b = append(b, "Content-Length: "...)
-		b = strconv.AppendInt(b, int64(len(body)), 10)
-		b = append(b, "\r\n"...)
-	}
-	b = append(b, "\r\n"...)
-	return append(b, body...)
+	b = append(b, "Content-Length: "...)
+	b = strconv.AppendInt(b, int64(n), 10)
+	return append(b, "\r\n\r\n"...), nil
 }
+
+var errHeaderLineBreak = errors.New("upstream request head contains a line break")
+
+func lineBreak(s string) bool { return strings.ContainsAny(s, "\r\n") }
 
 // conn returns an idle connection to scheme://host that is still open, or dials one.
 func (t *h1Transport) conn(ctx context.Context, u *url.URL) (*h1Conn, error) {

@@ -472,3 +472,50 @@ func TestH1IPv6Literal(t *testing.T) {
 		t.Errorf("default port on an IPv6 literal: %v", err)
 	}
 }
+
+// A line break in a header (an upstream key read from a mistyped env file, say) is refused
+// rather than sent: it would smuggle a second request to the upstream.
+func TestH1RefusesLineBreaksInHead(t *testing.T) {
+	var requests atomic.Int64
+	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) { requests.Add(1) })
+	for name, h := range map[string]http.Header{
+		"value": {"Authorization": {"Bearer k\r\nX-Evil: 1"}},
+		"key":   {"X-A\nB": {"v"}},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(`{}`))
+		req.Header = h
+		if _, err := newH1Transport().RoundTrip(req); !errors.Is(err, errHeaderLineBreak) {
+			t.Errorf("%s: err = %v, want errHeaderLineBreak", name, err)
+		}
+	}
+	if n := requests.Load(); n != 0 {
+		t.Errorf("%d requests reached the upstream", n)
+	}
+}
+
+// A large body goes out whole, and the pooled connection does not keep a buffer its size.
+func TestH1LargeBody(t *testing.T) {
+	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprint(w, n)
+	})
+	tr := newH1Transport()
+	defer tr.CloseIdleConnections()
+	body := strings.Repeat("x", 8<<20)
+	resp, err := post(t, tr, context.Background(), srv.URL, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != fmt.Sprint(len(body)) {
+		t.Fatalf("upstream read %s bytes, want %d", b, len(body))
+	}
+	for _, conns := range tr.idle {
+		for _, c := range conns {
+			if cap(c.wbuf) > 64<<10 {
+				t.Errorf("a pooled connection keeps a %d-byte write buffer", cap(c.wbuf))
+			}
+		}
+	}
+}
