@@ -99,11 +99,17 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return fail(err)
 	}
-	c.wbuf = head
-	// Head and body in one writev: the body is not copied, and a pooled connection keeps
-	// only the head's buffer, never a prompt's.
-	bufs := net.Buffers{head, body}
-	if _, err := bufs.WriteTo(c.conn); err != nil {
+	// One write. A small body is copied behind the head; a large one goes out with it in one
+	// writev, uncopied, so a pooled connection never keeps a prompt-sized buffer.
+	if len(body) <= smallBody {
+		c.wbuf = append(head, body...)
+		_, err = c.conn.Write(c.wbuf) // a net.Conn writes all or fails
+	} else {
+		c.wbuf = head
+		bufs := net.Buffers{head, body}
+		_, err = bufs.WriteTo(c.conn)
+	}
+	if err != nil {
 		return fail(fmt.Errorf("write request: %w", err))
 	}
 	resp, err := c.readResponse(req)
@@ -113,6 +119,9 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp.Body = t.body(c, resp, stop)
 	return resp, nil
 }
+
+// smallBody is the largest body copied into a connection's write buffer.
+const smallBody = 32 << 10
 
 // requestBody reads req's body: the gateway's bodies are in memory already.
 func requestBody(req *http.Request) ([]byte, error) {
