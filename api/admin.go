@@ -44,19 +44,6 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	return false
 }
 
-func (s *Server) workspaceExists(ctx context.Context, id string) (bool, error) {
-	all, err := s.accounts.Workspaces(ctx)
-	if err != nil {
-		return false, err
-	}
-	for _, w := range all {
-		if w.ID == id {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
 func (s *Server) listWorkspaces(w http.ResponseWriter, r *http.Request) {
 	list, err := s.accounts.Workspaces(r.Context())
 	if err != nil {
@@ -86,7 +73,7 @@ func (s *Server) createWorkspace(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if body.ID != "" {
-		exists, err := s.workspaceExists(r.Context(), body.ID)
+		exists, err := s.accounts.WorkspaceExists(r.Context(), body.ID)
 		if err != nil {
 			s.serverError(w, "look up workspace", err)
 			return

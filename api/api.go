@@ -39,6 +39,7 @@ type Invoices interface {
 type Accounts interface {
 	CreateWorkspace(ctx context.Context, id, name string) (apikey.Workspace, error)
 	Workspaces(ctx context.Context) ([]apikey.Workspace, error)
+	WorkspaceExists(ctx context.Context, id string) (bool, error)
 	IssueKey(ctx context.Context, workspaceID, name string) (apikey.Key, string, error)
 	Keys(ctx context.Context, workspaceID string) ([]apikey.Key, error)
 	Revoke(ctx context.Context, keyID string) error
@@ -245,7 +246,7 @@ func (s *Server) authenticateAdmin(next http.Handler) http.Handler {
 func (s *Server) adminScope(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := chi.URLParam(r, "workspace_id")
-		ok, err := s.workspaceExists(r.Context(), id)
+		ok, err := s.accounts.WorkspaceExists(r.Context(), id)
 		if err != nil {
 			s.serverError(w, "look up workspace", err)
 			return

@@ -107,7 +107,7 @@ func Hash(token string) string {
 // IssueKey creates a key for an existing workspace and returns it with its secret token,
 // which is not stored and cannot be shown again.
 func (s *Store) IssueKey(ctx context.Context, workspaceID, name string) (Key, string, error) {
-	ok, err := s.workspaceExists(ctx, workspaceID)
+	ok, err := s.WorkspaceExists(ctx, workspaceID)
 	if err != nil {
 		return Key{}, "", err
 	}
@@ -139,7 +139,8 @@ func zeroIfUnset(t time.Time) time.Time {
 	return t
 }
 
-func (s *Store) workspaceExists(ctx context.Context, id string) (bool, error) {
+// WorkspaceExists reports whether the workspace id exists.
+func (s *Store) WorkspaceExists(ctx context.Context, id string) (bool, error) {
 	var n uint64
 	if err := s.conn.QueryRow(ctx, "SELECT count() FROM "+s.db+".workspaces WHERE workspace_id = ?", id).Scan(&n); err != nil {
 		return false, fmt.Errorf("look up workspace %s: %w", id, err)
