@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -403,7 +404,10 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, p apikey.Princ
 			"The completion could not be metered; retry shortly.", "")
 		return
 	}
-	w.Header()["Content-Type"] = hdrJSON // shared, never mutated: no allocation
+	h := w.Header()
+	h["Content-Type"] = hdrJSON // shared, never mutated: no allocation
+	// Declared, so that an answer longer than net/http's 2 KiB buffer is not sent chunked.
+	h["Content-Length"] = []string{strconv.Itoa(len(respBody))}
 	w.WriteHeader(http.StatusOK)
 	w.Write(respBody)
 }

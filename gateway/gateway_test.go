@@ -852,3 +852,27 @@ func TestNewRefusesInvalidConfig(t *testing.T) {
 		})
 	}
 }
+
+// A long answer comes back byte for byte with its length declared, not chunked.
+func TestLongAnswerHasContentLength(t *testing.T) {
+	answer := []byte(`{"id":"c1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"` +
+		strings.Repeat("long ", 4000) + `"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":4000,"total_tokens":4005}}`)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(answer)
+	}))
+	defer up.Close()
+	pub := &recordingPublisher{}
+	url := newGateway(t, Config{Routes: Routes{"m": {Model: "m", Upstream: "u", BaseURL: up.URL, UpstreamModel: "m"}}}, pub)
+	req, _ := http.NewRequest(http.MethodPost, url+"/v1/chat/completions", strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got, _ := io.ReadAll(resp.Body)
+	if !bytes.Equal(got, answer) || resp.ContentLength != int64(len(answer)) || resp.TransferEncoding != nil {
+		t.Fatalf("%d bytes (want %d), Content-Length %d, Transfer-Encoding %v", len(got), len(answer), resp.ContentLength, resp.TransferEncoding)
+	}
+}
