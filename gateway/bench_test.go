@@ -87,26 +87,8 @@ func BenchmarkGatewayOverhead(b *testing.B) {
 			defer rp.Close()
 			splice := spliceProxy(b, up.Listener.Addr().String())
 
-			body := []byte(`{"model":"venna-1","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"How many tokens is this?"}]}`)
-			direct := []byte(`{"model":"sim-large","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"How many tokens is this?"}]}`)
-			if stream {
-				body = bytes.Replace(body, []byte(`{"model"`), []byte(`{"stream":true,"model"`), 1)
-				direct = bytes.Replace(direct, []byte(`{"model"`), []byte(`{"stream":true,"stream_options":{"include_usage":true},"model"`), 1)
-			}
-			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxIdleConns: 512}}
-			call := func(url string, payload []byte) {
-				req, _ := http.NewRequest(http.MethodPost, url+"/v1/chat/completions", bytes.NewReader(payload))
-				req.Header.Set("Authorization", "Bearer "+testToken)
-				resp, err := client.Do(req)
-				if err != nil {
-					b.Fatal(err)
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
-					b.Fatalf("status %d", resp.StatusCode)
-				}
-			}
+			body, direct := benchBodies(stream)
+			call := benchCaller(b)
 			for range 200 { // warm connections and caches
 				call(up.URL, direct)
 				call(gw.URL, body)
@@ -216,6 +198,36 @@ func allocsPerCall(f func()) float64 {
 	}
 	runtime.ReadMemStats(&after)
 	return float64(after.Mallocs-before.Mallocs) / n
+}
+
+// benchBodies returns a request for the gateway and the same request for the upstream
+// called directly (its model name, and for a stream the usage the gateway asks for).
+func benchBodies(stream bool) (body, direct []byte) {
+	body = []byte(`{"model":"venna-1","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"How many tokens is this?"}]}`)
+	direct = []byte(`{"model":"sim-large","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"How many tokens is this?"}]}`)
+	if stream {
+		body = bytes.Replace(body, []byte(`{"model"`), []byte(`{"stream":true,"model"`), 1)
+		direct = bytes.Replace(direct, []byte(`{"model"`), []byte(`{"stream":true,"stream_options":{"include_usage":true},"model"`), 1)
+	}
+	return body, direct
+}
+
+// benchCaller returns the load generator's call: one chat completion, read to its end.
+func benchCaller(b *testing.B) func(url string, payload []byte) {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxIdleConns: 512}}
+	return func(url string, payload []byte) {
+		req, _ := http.NewRequest(http.MethodPost, url+"/v1/chat/completions", bytes.NewReader(payload))
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		resp, err := client.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			b.Fatalf("status %d", resp.StatusCode)
+		}
+	}
 }
 
 // quantile returns the q-quantile of l, sorting l.
@@ -419,22 +431,8 @@ func BenchmarkGatewayOwnCore(b *testing.B) {
 	gw := child("gateway " + up.URL)
 	splice := child("splice " + up.Listener.Addr().String())
 
-	body := []byte(`{"model":"venna-1","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"How many tokens is this?"}]}`)
-	direct := []byte(`{"model":"sim-large","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"How many tokens is this?"}]}`)
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxIdleConns: 512}}
-	call := func(url string, payload []byte) {
-		req, _ := http.NewRequest(http.MethodPost, url+"/v1/chat/completions", bytes.NewReader(payload))
-		req.Header.Set("Authorization", "Bearer "+testToken)
-		resp, err := client.Do(req)
-		if err != nil {
-			b.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			b.Fatalf("status %d", resp.StatusCode)
-		}
-	}
+	body, direct := benchBodies(false)
+	call := benchCaller(b)
 	for range 200 {
 		call(up.URL, direct)
 		call(gw, body)
