@@ -97,8 +97,21 @@ func New(cfg Config, auth Authenticator, pub Publisher, log *slog.Logger) (*Gate
 		routes[m] = r
 	}
 	cfg.Routes = routes
-	return &Gateway{cfg: cfg, auth: auth, pub: pub, log: log, now: time.Now,
-		client: &http.Client{Transport: upstreamTransport(routes, http.ProxyFromEnvironment)}}, nil
+	tr := upstreamTransport(routes, http.ProxyFromEnvironment)
+	if h1, ok := tr.(*h1Transport); ok {
+		h1.timeout = cfg.UpstreamTimeout
+	}
+	return &Gateway{cfg: cfg, auth: auth, pub: pub, log: log, now: time.Now, client: &http.Client{Transport: tr}}, nil
+}
+
+// upstreamContext is the context of an upstream exchange: the request's, which ends when
+// the client goes away, bounded by UpstreamTimeout unless the transport bounds the
+// exchange itself.
+func (g *Gateway) upstreamContext(r *http.Request) (context.Context, context.CancelFunc) {
+	if h1, ok := g.client.Transport.(*h1Transport); ok && h1.timeout == g.cfg.UpstreamTimeout {
+		return r.Context(), func() {}
+	}
+	return context.WithTimeout(r.Context(), g.cfg.UpstreamTimeout)
 }
 
 // upstreamTransport is the lean HTTP/1.1 transport, or net/http's when proxy sends any
@@ -353,7 +366,7 @@ func parseAnswer(b []byte) (upstreamAnswer, error) {
 }
 
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, p apikey.Principal, route Route, body []byte, start time.Time) {
-	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.UpstreamTimeout)
+	ctx, cancel := g.upstreamContext(r)
 	defer cancel()
 	upStart := g.now()
 	resp := g.callUpstream(ctx, w, r, p, route, body, start, false)

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,6 +35,7 @@ type h1Transport struct {
 	sessions    tls.ClientSessionCache // resumes TLS sessions: a new connection skips the full handshake
 	maxIdle     int                    // idle connections kept per host
 	idleTimeout time.Duration
+	timeout     time.Duration // the whole exchange, as a connection deadline; 0: none
 
 	mu   sync.Mutex
 	idle map[string][]*h1Conn // by scheme://host:port, most recently used last
@@ -85,15 +87,16 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The context watches the connection until the body is done with it.
+	// The exchange's time limit is a deadline on the connection (cheaper than a context
+	// timer per request), and the context watches the connection until the body is done.
+	if t.timeout > 0 {
+		c.conn.SetDeadline(time.Now().Add(t.timeout))
+	}
 	stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(aLongTimeAgo) })
 	fail := func(err error) (*http.Response, error) {
 		stop()
 		c.conn.Close()
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, ctxErr
-		}
-		return nil, err
+		return nil, t.exchangeErr(ctx, err)
 	}
 	head, err := appendHead(c.wbuf[:0], req, len(body))
 	if err != nil {
@@ -122,6 +125,18 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // smallBody is the largest body copied into a connection's write buffer.
 const smallBody = 32 << 10
+
+// exchangeErr is the error of a failed exchange: the context's if it ended, one that
+// wraps context.DeadlineExceeded if the exchange ran out of time, else err.
+func (t *h1Transport) exchangeErr(ctx context.Context, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return ctxErr
+	}
+	if t.timeout > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("upstream exchange took longer than %v: %w", t.timeout, context.DeadlineExceeded)
+	}
+	return err
+}
 
 // requestBody reads req's body: the gateway's bodies are in memory already.
 func requestBody(req *http.Request) ([]byte, error) {
@@ -242,6 +257,10 @@ func (t *h1Transport) conn(ctx context.Context, u *url.URL) (*h1Conn, error) {
 
 // put returns a connection whose exchange is complete to the pool.
 func (t *h1Transport) put(c *h1Conn) {
+	if t.timeout > 0 && c.conn.SetDeadline(time.Time{}) != nil {
+		c.conn.Close()
+		return
+	}
 	c.idleFrom = time.Now()
 	t.mu.Lock()
 	if conns := t.idle[c.key]; len(conns) < t.maxIdle {
@@ -564,8 +583,8 @@ func (b *h1Body) finish(err error) {
 		return
 	}
 	b.c.conn.Close()
-	if ctxErr := b.ctx.Err(); ctxErr != nil && err != io.EOF {
-		b.err = ctxErr // a read failed because the request was cancelled or timed out
+	if err != io.EOF {
+		b.err = b.t.exchangeErr(b.ctx, err) // cancelled, or out of time, says so
 	}
 }
 

@@ -519,3 +519,45 @@ func TestH1LargeBody(t *testing.T) {
 		}
 	}
 }
+
+// The transport's own time limit: an exchange that runs out of it fails with an error that
+// is context.DeadlineExceeded (the gateway's 504), and a connection that went back to the
+// pool in time carries no deadline into its next exchange.
+func TestH1ExchangeTimeout(t *testing.T) {
+	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+		if r.URL.Path == "/slow" {
+			w.Write([]byte("partial"))
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+			case <-time.After(10 * time.Second):
+			}
+			return
+		}
+		w.Write([]byte("ok"))
+	})
+	tr := newH1Transport()
+	tr.timeout = 150 * time.Millisecond
+	defer tr.CloseIdleConnections()
+	for i := range 2 {
+		resp, err := post(t, tr, context.Background(), srv.URL+"/fast", `{}`)
+		if err != nil {
+			t.Fatalf("fast request %d: %v", i, err)
+		}
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+		time.Sleep(300 * time.Millisecond) // idle in the pool for longer than the limit
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("%d connections for two quick exchanges, want 1", n)
+	}
+	resp, err := post(t, tr, context.Background(), srv.URL+"/slow", `{}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.ReadAll(resp.Body)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("reading past the limit: %v, want context.DeadlineExceeded", err)
+	}
+}

@@ -31,7 +31,7 @@ type streamChunk struct {
 // gateway counts the prompt and what was generated with its tokenizer and marks the
 // event estimated.
 func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, p apikey.Principal, route Route, body []byte, clientWantsUsage bool, start time.Time) {
-	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.UpstreamTimeout)
+	ctx, cancel := g.upstreamContext(r)
 	defer cancel()
 	upStart := g.now()
 	resp := g.callUpstream(ctx, w, r, p, route, body, start, true)
@@ -87,7 +87,7 @@ func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, p apikey
 		}
 		if _, err := w.Write(out); err != nil {
 			clientGone = true
-			cancel() // stop generating what nobody reads
+			resp.Body.Close() // hang up on the upstream: stop generating what nobody reads
 		} else if flusher != nil {
 			flusher.Flush()
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -260,5 +261,45 @@ func TestParseChunkMatchesEncodingJSON(t *testing.T) {
 				t.Errorf("parseChunk = %+v (usage %+v), encoding/json = %+v (usage %+v)", got, got.usage, want, want.Usage)
 			}
 		})
+	}
+}
+
+// An upstream that stalls mid-stream past UpstreamTimeout: the gateway hangs up on it, ends
+// the client's stream, and bills what was generated, estimated.
+func TestStreamUpstreamTimeoutEndsStreamAndBills(t *testing.T) {
+	hungUp := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello there, partial answer\"}}]}\n\n")
+		w.(http.Flusher).Flush()
+		select { // stalls: no more chunks, no usage, no [DONE]
+		case <-r.Context().Done():
+			close(hungUp)
+		case <-time.After(10 * time.Second):
+		}
+	}))
+	defer up.Close()
+	pub := &recordingPublisher{}
+	url := newGateway(t, Config{UpstreamTimeout: 300 * time.Millisecond,
+		Routes: Routes{"m": {Model: "m", Upstream: "u", BaseURL: up.URL, UpstreamModel: "m"}}}, pub)
+	req, _ := http.NewRequest(http.MethodPost, url+"/v1/chat/completions", strings.NewReader(`{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body) // ends: the gateway closed the stream
+	resp.Body.Close()
+	if err != nil || !strings.Contains(string(got), "partial answer") {
+		t.Fatalf("stream %q, %v", got, err)
+	}
+	select {
+	case <-hungUp:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream never saw the gateway hang up")
+	}
+	ev := pub.only(t)
+	if !ev.Estimated || ev.CompletionTokens == 0 || ev.PromptTokens == 0 {
+		t.Errorf("event %+v: want the partial answer billed, estimated", ev)
 	}
 }
