@@ -818,3 +818,23 @@ func TestComposeRoutes(t *testing.T) {
 		t.Errorf("%s: services.gateway.volumes does not mount ./deploy/%s", composePath, composeRoutesPath)
 	})
 }
+
+// The KRaft cluster IDs scripts/services.sh formats storage with are what Kafka's
+// random-uuid prints (22 base64url characters) and never start with '-', which the storage
+// tool would read as an option: one start in 64 failed that way.
+func TestServicesScriptClusterIDs(t *testing.T) {
+	out, err := exec.Command("bash", filepath.Join(repoRoot, "scripts", "services.sh"), "kafka-cluster-id", "500").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := strings.Fields(string(out))
+	if len(ids) != 500 {
+		t.Fatalf("%d IDs, want 500", len(ids))
+	}
+	valid := regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]{21}$`)
+	for _, id := range ids {
+		if !valid.MatchString(id) {
+			t.Fatalf("cluster ID %q: want 22 base64url characters, not starting with '-'", id)
+		}
+	}
+}

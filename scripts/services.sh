@@ -128,8 +128,7 @@ log.retention.hours=168
 PROPS
   local cp="$KAFKA_JARS/*"
   if [ ! -f "$dir/data/meta.properties" ]; then
-    # A cluster ID is 16 random bytes, base64url without padding (what `random-uuid` prints).
-    local cluster_id; cluster_id=$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22)
+    local cluster_id; cluster_id=$(kafka_cluster_id)
     java -cp "$cp" kafka.tools.StorageTool format -t "$cluster_id" \
       -c "$dir/server.properties" >"$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; return 1; }
   fi
@@ -137,6 +136,18 @@ PROPS
   java -Xms256m -Xmx1g -XX:+UseG1GC -cp "$cp" kafka.Kafka "$dir/server.properties" >"$dir/server.log" 2>&1 &
   echo $! > "$dir/pid"
   wait_for kafka 90 port_open "$KAFKA_PORT"
+}
+
+# kafka_cluster_id prints a KRaft cluster ID: 16 random bytes, base64url without padding
+# (what `kafka-storage random-uuid` prints). Never one that starts with '-': the storage
+# tool would read it as an option (1 start in 64 failed that way), which is also why
+# Kafka's own random-uuid draws again in that case.
+kafka_cluster_id() {
+  local id=-
+  while [ "${id#-}" != "$id" ]; do
+    id=$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22)
+  done
+  echo "$id"
 }
 
 kafka_stop() { stop_pid "$STATE/kafka/pid" "${1:-TERM}"; }
@@ -157,5 +168,6 @@ case "${1:-}" in
   kafka-start) kafka_start ;;
   kafka-stop) kafka_stop "${2:-TERM}" ;;
   fetch) fetch_kafka; install_clickhouse ;;
-  *) echo "usage: $0 start|stop|env|fetch|kafka-start|kafka-stop [SIG]|clickhouse-start|clickhouse-stop [SIG]" >&2; exit 2 ;;
+  kafka-cluster-id) for _ in $(seq "${2:-1}"); do kafka_cluster_id; done ;;
+  *) echo "usage: $0 start|stop|env|fetch|kafka-start|kafka-stop [SIG]|clickhouse-start|clickhouse-stop [SIG]|kafka-cluster-id [N]" >&2; exit 2 ;;
 esac
