@@ -37,8 +37,9 @@ type h1Transport struct {
 	idleTimeout time.Duration
 	timeout     time.Duration // the whole exchange, as a connection deadline; 0: none
 
-	mu   sync.Mutex
-	idle map[string][]*h1Conn // by scheme://host:port, most recently used last
+	mu       sync.Mutex
+	idle     map[string][]*h1Conn // by scheme://host:port, most recently used last
+	sweeping bool                 // a sweep of idle connections is scheduled
 }
 
 func newH1Transport() *h1Transport {
@@ -265,11 +266,48 @@ func (t *h1Transport) put(c *h1Conn) {
 	t.mu.Lock()
 	if conns := t.idle[c.key]; len(conns) < t.maxIdle {
 		t.idle[c.key] = append(conns, c)
+		if !t.sweeping {
+			t.sweeping = true
+			time.AfterFunc(t.idleTimeout, t.sweep)
+		}
 		t.mu.Unlock()
 		return
 	}
 	t.mu.Unlock()
 	c.conn.Close()
+}
+
+// sweep closes the connections idle for idleTimeout, and those the upstream closed
+// meanwhile, so that a burst does not leave hundreds of sockets open (or half-closed by
+// the upstream) after it; it runs again while any connection stays idle.
+func (t *h1Transport) sweep() {
+	now := time.Now()
+	var drop []*h1Conn
+	t.mu.Lock()
+	for key, conns := range t.idle {
+		keep := conns[:0]
+		for _, c := range conns {
+			if now.Sub(c.idleFrom) >= t.idleTimeout || !alive(c.tcp) {
+				drop = append(drop, c)
+			} else {
+				keep = append(keep, c)
+			}
+		}
+		clear(conns[len(keep):])
+		if len(keep) == 0 {
+			delete(t.idle, key)
+		} else {
+			t.idle[key] = keep
+		}
+	}
+	t.sweeping = len(t.idle) > 0
+	if t.sweeping {
+		time.AfterFunc(t.idleTimeout/2, t.sweep)
+	}
+	t.mu.Unlock()
+	for _, c := range drop {
+		c.conn.Close()
+	}
 }
 
 // CloseIdleConnections closes every idle connection.

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -334,6 +335,7 @@ func TestH1TLS(t *testing.T) {
 		fmt.Fprintf(w, "tls %s", r.Proto)
 	}))
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake below is expected
+	srv.Config.IdleTimeout = 50 * time.Millisecond   // it hangs up on idle connections
 	srv.StartTLS()
 	defer srv.Close()
 	pool := x509.NewCertPool()
@@ -354,8 +356,6 @@ func TestH1TLS(t *testing.T) {
 	}
 	// A TLS server that closes an idle connection (close_notify, then FIN): the next
 	// request goes out on a new connection instead of failing.
-	srv.Config.SetKeepAlivesEnabled(true)
-	srv.Config.IdleTimeout = 50 * time.Millisecond
 	for i := range 2 {
 		time.Sleep(200 * time.Millisecond) // past the idle timeout
 		resp, err := post(t, tr, context.Background(), srv.URL, `{}`)
@@ -559,5 +559,48 @@ func TestH1ExchangeTimeout(t *testing.T) {
 	_, err = io.ReadAll(resp.Body)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("reading past the limit: %v, want context.DeadlineExceeded", err)
+	}
+}
+
+// Idle connections are closed after the idle timeout even if no request comes to reuse
+// them: a burst leaves no sockets open behind it.
+func TestH1IdleConnectionsSwept(t *testing.T) {
+	closed := make(chan struct{}, 8)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed <- struct{}{}
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	tr := newH1Transport()
+	tr.idleTimeout = 100 * time.Millisecond
+	var wg sync.WaitGroup
+	for range 3 { // three at once: three connections
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := post(t, tr, context.Background(), srv.URL, `{}`)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}()
+	}
+	wg.Wait()
+	for i := range 3 {
+		select {
+		case <-closed:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%d of 3 idle connections closed", i)
+		}
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if len(tr.idle) != 0 || tr.sweeping {
+		t.Errorf("pool after the sweep: %d hosts, sweeping %v", len(tr.idle), tr.sweeping)
 	}
 }
