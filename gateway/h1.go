@@ -225,7 +225,7 @@ func (t *h1Transport) conn(ctx context.Context, u *url.URL) (*h1Conn, error) {
 		conns[len(conns)-1] = nil
 		t.idle[key] = conns[:len(conns)-1]
 		t.mu.Unlock()
-		if now.Sub(c.idleFrom) < t.idleTimeout && alive(c.tcp) {
+		if t.reusable(c, now) {
 			c.reused = true
 			return c, nil
 		}
@@ -237,11 +237,11 @@ func (t *h1Transport) conn(ctx context.Context, u *url.URL) (*h1Conn, error) {
 	}
 	conn := tcp
 	if scheme == "https" {
-		cfg := &tls.Config{ClientSessionCache: t.sessions}
+		cfg := &tls.Config{}
 		if t.tls != nil {
 			cfg = t.tls.Clone()
-			cfg.ClientSessionCache = t.sessions
 		}
+		cfg.ClientSessionCache = t.sessions
 		if cfg.ServerName == "" {
 			cfg.ServerName = host
 		}
@@ -254,6 +254,12 @@ func (t *h1Transport) conn(ctx context.Context, u *url.URL) (*h1Conn, error) {
 		conn = tc
 	}
 	return &h1Conn{key: key, conn: conn, tcp: tcp, br: bufio.NewReaderSize(conn, 16<<10)}, nil
+}
+
+// reusable reports whether an idle connection may carry another exchange: idle for less
+// than idleTimeout, and not closed by the upstream meanwhile.
+func (t *h1Transport) reusable(c *h1Conn, now time.Time) bool {
+	return now.Sub(c.idleFrom) < t.idleTimeout && alive(c.tcp)
 }
 
 // put returns a connection whose exchange is complete to the pool.
@@ -287,10 +293,10 @@ func (t *h1Transport) sweep() {
 	for key, conns := range t.idle {
 		keep := conns[:0]
 		for _, c := range conns {
-			if now.Sub(c.idleFrom) >= t.idleTimeout || !alive(c.tcp) {
-				drop = append(drop, c)
-			} else {
+			if t.reusable(c, now) {
 				keep = append(keep, c)
+			} else {
+				drop = append(drop, c)
 			}
 		}
 		clear(conns[len(keep):])

@@ -14,13 +14,12 @@ import (
 	"github.com/venna/metering/apikey"
 )
 
-// streamChunk is the part of a chat.completion.chunk the gateway reads.
+// streamChunk is the part of a chat.completion.chunk an estimate reads: the generated text.
+// (The relay reads a chunk's id and usage with parseChunk.)
 type streamChunk struct {
-	ID      string `json:"id"`
 	Choices []struct {
 		Delta generated `json:"delta"`
 	} `json:"choices"`
-	Usage *usage `json:"usage"`
 }
 
 // forwardStream relays an SSE completion chunk by chunk, flushing each event as it

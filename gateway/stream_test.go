@@ -249,7 +249,11 @@ func TestParseChunkMatchesEncodingJSON(t *testing.T) {
 		"last wins":    `{"id":"a","id":"b","choices":[{}],"choices":[]}`,
 	} {
 		t.Run(name, func(t *testing.T) {
-			var want streamChunk
+			var want struct {
+				ID      string            `json:"id"`
+				Choices []json.RawMessage `json:"choices"`
+				Usage   *usage            `json:"usage"`
+			}
 			if err := json.Unmarshal([]byte(in), &want); err != nil {
 				t.Fatal(err)
 			}
