@@ -119,14 +119,21 @@ func TestH1StreamsChunkedBody(t *testing.T) {
 
 // rawServer answers each connection's requests with the canned response, perConn times,
 // then closes the connection.
-func rawServer(t *testing.T, response string, perConn int) (url string, conns *atomic.Int64) {
+// rawConns counts a raw server's connections: Load gives those accepted, closed those it
+// has hung up.
+type rawConns struct {
+	atomic.Int64
+	closed atomic.Int64
+}
+
+func rawServer(t *testing.T, response string, perConn int) (url string, conns *rawConns) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	conns = new(atomic.Int64)
+	conns = new(rawConns)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -135,7 +142,10 @@ func rawServer(t *testing.T, response string, perConn int) (url string, conns *a
 			}
 			conns.Add(1)
 			go func() {
-				defer c.Close()
+				defer func() {
+					c.Close()
+					conns.closed.Add(1)
+				}()
 				br := bufio.NewReader(c)
 				for range perConn {
 					req, err := http.ReadRequest(br)
@@ -244,7 +254,10 @@ func TestH1ServerClosedIdleConnection(t *testing.T) {
 		}
 		io.ReadAll(resp.Body)
 		resp.Body.Close()
-		time.Sleep(20 * time.Millisecond) // let the server's close arrive
+		for deadline := time.Now().Add(5 * time.Second); conns.closed.Load() <= int64(i) && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond) // until the server has hung up
+		}
+		time.Sleep(5 * time.Millisecond) // and its FIN is in our socket
 	}
 	if n := conns.Load(); n != 3 {
 		t.Errorf("%d connections, want 3", n)
@@ -566,7 +579,15 @@ func TestH1ExchangeTimeout(t *testing.T) {
 // them: a burst leaves no sockets open behind it.
 func TestH1IdleConnectionsSwept(t *testing.T) {
 	closed := make(chan struct{}, 8)
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+	// The handler holds each answer until all three requests have arrived, so the three
+	// really run at once on three connections (none can reuse another's).
+	var arrived sync.WaitGroup
+	arrived.Add(3)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived.Done()
+		arrived.Wait()
+		w.Write([]byte("ok"))
+	}))
 	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
 		if s == http.StateClosed {
 			closed <- struct{}{}
