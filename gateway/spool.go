@@ -15,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -127,7 +126,7 @@ func OpenSpool(cfg SpoolConfig, log *slog.Logger) (*Spool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open spool lock: %w", err)
 	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := lockFile(lock); err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("spool %s is in use by another process (each gateway needs its own VENNA_SPOOL_DIR): %w", cfg.Dir, err)
 	}
