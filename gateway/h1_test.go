@@ -117,8 +117,6 @@ func TestH1StreamsChunkedBody(t *testing.T) {
 	}
 }
 
-// rawServer answers each connection's requests with the canned response, perConn times,
-// then closes the connection.
 // rawConns counts a raw server's connections: Load gives those accepted, closed those it
 // has hung up.
 type rawConns struct {
@@ -126,6 +124,8 @@ type rawConns struct {
 	closed atomic.Int64
 }
 
+// rawServer answers each connection's requests with the canned response, perConn times,
+// then closes the connection.
 func rawServer(t *testing.T, response string, perConn int) (url string, conns *rawConns) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
