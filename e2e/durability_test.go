@@ -97,7 +97,7 @@ func TestGatewayKilledWhileKafkaIsDownLosesNothing(t *testing.T) {
 	if out, err := migrate.CombinedOutput(); err != nil {
 		t.Fatalf("migrate: %v\n%s", err, out)
 	}
-	conn, err := chdb.Open(ctx, chdb.Config{Addr: svc.CHAddr, Database: db})
+	conn, err := chdb.Open(ctx, testenv.ClickHouseConfig(svc.CHAddr, db))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -545,7 +545,7 @@ const upgradeSQL = `INSERT INTO {db}.invoice_items (invoice_id, version, line_no
 SELECT invoice_id, version, line_no, workspace_id, period_start, 'usage', period_start, period_end,
     model, token_class, quantity, usd_per_million, toDecimal128(0, 12), amount
 FROM {db}.invoice_lines
-ALL INNER JOIN (SELECT invoice_id, version, period_start, period_end FROM {db}.invoices FINAL) USING (invoice_id, version)
+ALL INNER JOIN (SELECT invoice_id, version, period_start, period_end FROM {db}.invoices FINAL) AS h USING (invoice_id, version)
 WHERE (invoice_id, version) NOT IN (SELECT invoice_id, version FROM {db}.invoice_items)`
 
 // upgrade runs upgradeSQL once per Invoicer.

@@ -140,7 +140,9 @@ func analystConfig(t *testing.T, db string) chdb.Config {
 	if user == "" {
 		user = "analyst"
 	}
-	return chdb.Config{Addr: testenv.ClickHouseAddr(t), Database: db, User: user, Password: os.Getenv("VENNA_CLICKHOUSE_ANALYST_PASSWORD")}
+	cfg := testenv.ClickHouseConfig(testenv.ClickHouseAddr(t), db)
+	cfg.User, cfg.Password = user, os.Getenv("VENNA_CLICKHOUSE_ANALYST_PASSWORD")
+	return cfg
 }
 
 type row map[string]any
@@ -388,7 +390,7 @@ func TestAnalystQueries(t *testing.T) {
 	}
 }
 
-// The analyst user reads over the native protocol, clickhouse-client and HTTP, and can
+// The analyst user reads through the driver (the protocol under test), clickhouse-client and HTTP, and can
 // neither write nor change the schema.
 func TestAnalystUserIsReadOnly(t *testing.T) {
 	cfg, conn := testenv.ClickHouse(t)
@@ -408,7 +410,7 @@ func TestAnalystUserIsReadOnly(t *testing.T) {
 		"DROP TABLE usage_events",
 		"ALTER TABLE usage_events DELETE WHERE 1",
 	}
-	t.Run("native", func(t *testing.T) {
+	t.Run("driver", func(t *testing.T) {
 		var n uint64
 		if err := analyst.QueryRow(ctx, read).Scan(&n); err != nil || n == 0 {
 			t.Fatalf("analyst read: %d rows, %v", n, err)
@@ -423,6 +425,7 @@ func TestAnalystUserIsReadOnly(t *testing.T) {
 		}
 	})
 	t.Run("clickhouse-client", func(t *testing.T) {
+		testenv.SkipOnHarness(t, "native port for clickhouse-client")
 		bin, err := exec.LookPath("clickhouse-client")
 		if err != nil {
 			t.Skip("clickhouse-client is not installed here (scripts/services.sh installs it)")

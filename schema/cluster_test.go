@@ -329,6 +329,7 @@ func sumsByWorkspace(t *testing.T, conn driver.Conn, q string) map[string]usageS
 // aggregator's own queries run over it, and usage_hourly and usage_daily read back
 // deduplicated through their Distributed tables.
 func TestClusterMigrateDistributed(t *testing.T) {
+	testenv.SkipOnHarness(t, "cluster (remote_servers) and no native port for a Distributed table to reach")
 	conn := openCluster(t)
 	cluster := schema.Cluster{Name: testCluster(t, conn)}
 	db := newDatabase(t, conn)
@@ -445,6 +446,7 @@ func TestClusterMigrateDistributed(t *testing.T) {
 // macros) — while each Distributed table is created. Where the server has Keeper and
 // distributed DDL, the statements simply succeed.
 func TestClusterReplicatedDDL(t *testing.T) {
+	testenv.SkipOnHarness(t, "cluster (remote_servers) and no native port for a Distributed table to reach")
 	conn := openCluster(t)
 	cluster := schema.Cluster{Name: testCluster(t, conn), Replicated: true}
 	db := newDatabase(t, conn)

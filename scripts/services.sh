@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # Installs (if missing) and starts/stops the real services Venna needs on one machine:
-# a ClickHouse server and a single-node Apache Kafka broker in KRaft mode, each as a plain
+# a ClickHouse and a single-node Apache Kafka broker in KRaft mode, each as a plain
 # process with its config and data under $VENNA_STATE_DIR, on ports of ours.
 #
 #   scripts/services.sh start   # install + start both, wait until they answer
 #   scripts/services.sh stop    # stop both
 #   scripts/services.sh env     # print the env vars that point Venna and the tests at them
 #   scripts/services.sh kafka-stop | kafka-start | clickhouse-stop | clickhouse-start
+#
+# VENNA_CLICKHOUSE_ENGINE picks the ClickHouse:
+#   18.16 (default)  Debian's clickhouse-server, native protocol on VENNA_CH_TCP_PORT, HTTP on
+#                    VENNA_CH_HTTP_PORT, native TLS on VENNA_CH_TLS_PORT
+#   26.9             the ClickHouse 26.9 engine of chdb-core (PyPI, in a venv under the cache)
+#                    behind scripts/chdb_http.py, a test harness serving ClickHouse's HTTP
+#                    interface: HTTP on VENNA_CH_HTTP_PORT, HTTPS on VENNA_CH_TLS_PORT. Its
+#                    env points Venna at the HTTPS port, as a ClickHouse Cloud user connects.
+# Both get TLS with a CA of their own, made with openssl into $VENNA_TLS_DIR (default
+# $VENNA_STATE_DIR/tls): clients trust its ca.pem.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -14,6 +24,11 @@ STATE=${VENNA_STATE_DIR:-/tmp/venna-stack}
 CACHE=${VENNA_CACHE_DIR:-$HOME/.cache/venna}
 CH_TCP_PORT=${VENNA_CH_TCP_PORT:-19000}
 CH_HTTP_PORT=${VENNA_CH_HTTP_PORT:-18123}
+CH_TLS_PORT=${VENNA_CH_TLS_PORT:-19440}
+CH_ENGINE=${VENNA_CLICKHOUSE_ENGINE:-18.16}
+TLS_DIR=${VENNA_TLS_DIR:-$STATE/tls}
+CHDB_VERSION=26.9.0
+CHDB_VENV="$CACHE/chdb-core-$CHDB_VERSION"
 KAFKA_PORT=${VENNA_KAFKA_PORT:-19092}
 KAFKA_CONTROLLER_PORT=${VENNA_KAFKA_CONTROLLER_PORT:-19093}
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/deploy/kafka/pom.xml")
@@ -53,7 +68,55 @@ install_clickhouse() {
   apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null
 }
 
+install_chdb() {
+  [ -f "$CHDB_VENV/.complete" ] && return 0
+  log "installing chdb-core $CHDB_VERSION (ClickHouse 26.9 engine) from PyPI into $CHDB_VENV"
+  rm -rf "$CHDB_VENV"
+  python3 -m venv "$CHDB_VENV"
+  # chdb needs none of its optional dependencies (pandas, pyarrow) for what the harness does.
+  "$CHDB_VENV/bin/pip" install -q --disable-pip-version-check --no-deps "chdb-core==$CHDB_VERSION" >&2
+  touch "$CHDB_VENV/.complete"
+}
+
+# make_tls writes a CA and a server certificate for 127.0.0.1 and localhost signed by it,
+# once per state directory: the servers' TLS ports use them, clients trust ca.pem.
+make_tls() {
+  local dir="$TLS_DIR"
+  [ -f "$dir/server.pem" ] && return 0
+  mkdir -p "$dir"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=Venna test CA" \
+    -keyout "$dir/ca.key" -out "$dir/ca.pem" >/dev/null 2>&1
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+    -keyout "$dir/server.key" -out "$dir/server.csr" >/dev/null 2>&1
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$dir/san.ext"
+  openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+    -days 3650 -extfile "$dir/san.ext" -out "$dir/server.pem" >/dev/null 2>&1
+  chmod 644 "$dir/server.key"
+}
+
 clickhouse_start() {
+  make_tls
+  case "$CH_ENGINE" in
+    18.16) clickhouse_server_start ;;
+    26.9) chdb_start ;;
+    *) log "VENNA_CLICKHOUSE_ENGINE=$CH_ENGINE: use 18.16 or 26.9"; return 2 ;;
+  esac
+}
+
+chdb_start() {
+  install_chdb
+  local dir="$STATE/clickhouse"
+  if pid_alive "$dir/pid" && port_open "$CH_TLS_PORT"; then return 0; fi
+  mkdir -p "$dir/log"
+  log "starting ClickHouse $CHDB_VERSION engine (chdb-core, test harness) on 127.0.0.1:$CH_HTTP_PORT (HTTP) and :$CH_TLS_PORT (HTTPS)"
+  "$CHDB_VENV/bin/python" "$ROOT/scripts/chdb_http.py" --path "$dir/data" --port "$CH_HTTP_PORT" \
+    --tls-port "$CH_TLS_PORT" --tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key" \
+    --users-xml "$ROOT/deploy/clickhouse/users.xml" >"$dir/log/stdout.log" 2>&1 &
+  echo $! > "$dir/pid"
+  wait_for clickhouse 60 port_open "$CH_TLS_PORT" || { cat "$dir/log/stdout.log" >&2; return 1; }
+}
+
+clickhouse_server_start() {
   install_clickhouse
   local dir="$STATE/clickhouse"
   if pid_alive "$dir/pid" && port_open "$CH_TCP_PORT"; then return 0; fi
@@ -65,6 +128,18 @@ clickhouse_start() {
   <listen_host>127.0.0.1</listen_host>
   <tcp_port>$CH_TCP_PORT</tcp_port>
   <http_port>$CH_HTTP_PORT</http_port>
+  <tcp_port_secure>$CH_TLS_PORT</tcp_port_secure>
+  <openSSL>
+    <server>
+      <certificateFile>$TLS_DIR/server.pem</certificateFile>
+      <privateKeyFile>$TLS_DIR/server.key</privateKeyFile>
+      <verificationMode>none</verificationMode>
+      <loadDefaultCAFile>false</loadDefaultCAFile>
+      <cacheSessions>true</cacheSessions>
+      <disableProtocols>sslv2,sslv3,tlsv1,tlsv1_1</disableProtocols>
+      <preferServerCiphers>true</preferServerCiphers>
+    </server>
+  </openSSL>
   <path>$dir/data/</path>
   <tmp_path>$dir/tmp/</tmp_path>
   <user_files_path>$dir/user_files/</user_files_path>
@@ -152,11 +227,33 @@ kafka_cluster_id() {
 
 kafka_stop() { stop_pid "$STATE/kafka/pid" "${1:-TERM}"; }
 
+# print_env prints what points Venna and the tests at these services. The tests also
+# read VENNA_CLICKHOUSE_ENGINE (what a test that needs a server feature the harness lacks
+# skips on) and VENNA_TEST_CLICKHOUSE_* (the other endpoints of the same server).
 print_env() {
-  cat <<ENV
-export VENNA_CLICKHOUSE_ADDR=127.0.0.1:$CH_TCP_PORT
-export VENNA_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
+  case "$CH_ENGINE" in
+    26.9) cat <<ENV
+export VENNA_CLICKHOUSE_ENGINE=26.9
+export VENNA_CLICKHOUSE_ADDR=127.0.0.1:$CH_TLS_PORT
+export VENNA_CLICKHOUSE_PROTOCOL=http
+export VENNA_CLICKHOUSE_SECURE=true
+export VENNA_CLICKHOUSE_CA_FILE=$TLS_DIR/ca.pem
+export VENNA_TEST_CLICKHOUSE_PLAIN=http://127.0.0.1:$CH_HTTP_PORT
+export VENNA_CH_HTTP_PORT=$CH_HTTP_PORT
 ENV
+      ;;
+    *) cat <<ENV
+export VENNA_CLICKHOUSE_ENGINE=18.16
+export VENNA_CLICKHOUSE_ADDR=127.0.0.1:$CH_TCP_PORT
+export VENNA_CLICKHOUSE_PROTOCOL=native
+export VENNA_CLICKHOUSE_SECURE=false
+export VENNA_CLICKHOUSE_CA_FILE=
+export VENNA_TEST_CLICKHOUSE_TLS=clickhouses://127.0.0.1:$CH_TLS_PORT?ca_file=$TLS_DIR/ca.pem
+export VENNA_CH_HTTP_PORT=$CH_HTTP_PORT
+ENV
+      ;;
+  esac
+  echo "export VENNA_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
 }
 
 case "${1:-}" in
@@ -167,7 +264,7 @@ case "${1:-}" in
   clickhouse-stop) clickhouse_stop "${2:-TERM}" ;;
   kafka-start) kafka_start ;;
   kafka-stop) kafka_stop "${2:-TERM}" ;;
-  fetch) fetch_kafka; install_clickhouse ;;
+  fetch) fetch_kafka; install_clickhouse; install_chdb ;;
   kafka-cluster-id) for _ in $(seq "${2:-1}"); do kafka_cluster_id; done ;;
   *) echo "usage: $0 start|stop|env|fetch|kafka-start|kafka-stop [SIG]|clickhouse-start|clickhouse-stop [SIG]|kafka-cluster-id [N]" >&2; exit 2 ;;
 esac

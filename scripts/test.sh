@@ -1,25 +1,97 @@
 #!/usr/bin/env bash
-# Runs the whole test suite against a real ClickHouse server and a real Kafka broker.
-# Unless VENNA_CLICKHOUSE_ADDR and VENNA_KAFKA_BROKERS already point at servers, it installs
-# and starts both once (scripts/services.sh) on test ports, runs `go test`, and stops them.
-# Extra arguments go to `go test` (e.g. scripts/test.sh -run TestEndToEnd ./e2e/).
+# Runs the whole test suite against real ClickHouse and a real Kafka broker, once per
+# ClickHouse version the project supports:
+#   18.16  Debian's clickhouse-server, over the native protocol
+#   26.9   the ClickHouse 26.9 engine (chdb-core) behind the scripts/chdb_http.py harness,
+#          over HTTPS, as ClickHouse Cloud is reached
+# It installs and starts one Kafka broker and both ClickHouses once (scripts/services.sh),
+# runs `go test` against each in turn (each test in its own database and topic; tests
+# that compare the versions statement by statement reach the other one through
+# VENNA_TEST_CLICKHOUSE_COMPARE), and stops them.
+#
+#   scripts/test.sh                          # both versions
+#   scripts/test.sh --engine 26.9            # one version (VENNA_TEST_ENGINES="26.9" too)
+#   scripts/test.sh -run TestEndToEnd ./e2e/ # extra arguments go to `go test`
+#
+# With VENNA_CLICKHOUSE_ADDR and VENNA_KAFKA_BROKERS already set it starts nothing and
+# runs the suite once against those servers (VENNA_CLICKHOUSE_PROTOCOL, _SECURE,
+# _CA_FILE, _USER, _PASSWORD say how to reach ClickHouse).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-if [ -z "${VENNA_CLICKHOUSE_ADDR:-}" ] || [ -z "${VENNA_KAFKA_BROKERS:-}" ]; then
-  export VENNA_STATE_DIR=${VENNA_TEST_STATE_DIR:-/tmp/venna-test-stack}
-  export VENNA_CH_TCP_PORT=${VENNA_CH_TCP_PORT:-29000} VENNA_CH_HTTP_PORT=${VENNA_CH_HTTP_PORT:-28123}
-  export VENNA_KAFKA_PORT=${VENNA_KAFKA_PORT:-29092} VENNA_KAFKA_CONTROLLER_PORT=${VENNA_KAFKA_CONTROLLER_PORT:-29093}
-  scripts/services.sh stop >/dev/null 2>&1 || true
-  rm -rf "$VENNA_STATE_DIR"
-  eval "$(scripts/services.sh start)"
-  trap 'scripts/services.sh stop; rm -rf "$VENNA_STATE_DIR"' EXIT
-  # Fault tests stop and restart the broker and the server through this script.
-  export VENNA_SERVICES_SCRIPT="$ROOT/scripts/services.sh"
+engines=${VENNA_TEST_ENGINES:-"18.16 26.9"}
+args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --engine) engines=$2; shift 2 ;;
+    --engine=*) engines=${1#--engine=}; shift ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+pkgs=()
+for a in ${args[@]+"${args[@]}"}; do case "$a" in ./*) pkgs+=("$a") ;; esac; done
+[ ${#pkgs[@]} -gt 0 ] || args+=(./...)
+
+gotest() { go test -count=1 -timeout 25m "${args[@]}"; }
+
+if [ -n "${VENNA_CLICKHOUSE_ADDR:-}" ] && [ -n "${VENNA_KAFKA_BROKERS:-}" ]; then
+  gotest
+  exit
 fi
 
-pkgs=()
-for a in "$@"; do case "$a" in ./*) pkgs+=("$a") ;; esac; done
-[ ${#pkgs[@]} -gt 0 ] || set -- "$@" ./...
-go test -count=1 -timeout 25m "$@"
+BASE=${VENNA_TEST_STATE_DIR:-/tmp/venna-test-stack}
+services() { # services ENGINE-or-kafka COMMAND: scripts/services.sh with that part's state and ports
+  local part=$1; shift
+  case "$part" in
+    kafka) VENNA_STATE_DIR=$BASE/kafka scripts/services.sh "$@" ;;
+    18.16) VENNA_STATE_DIR=$BASE/ch-18.16 VENNA_CLICKHOUSE_ENGINE=18.16 VENNA_CH_TCP_PORT=29000 \
+             VENNA_CH_HTTP_PORT=28123 VENNA_CH_TLS_PORT=29440 scripts/services.sh "$@" ;;
+    26.9) VENNA_STATE_DIR=$BASE/ch-26.9 VENNA_CLICKHOUSE_ENGINE=26.9 VENNA_CH_HTTP_PORT=28124 \
+             VENNA_CH_TLS_PORT=28443 scripts/services.sh "$@" ;;
+  esac
+}
+export VENNA_KAFKA_PORT=29092 VENNA_KAFKA_CONTROLLER_PORT=29093
+# One CA for every server the suite starts, its fault tests' private ones included.
+export VENNA_TLS_DIR=$BASE/tls
+
+stop_all() { services kafka stop; services 18.16 clickhouse-stop; services 26.9 clickhouse-stop; }
+stop_all >/dev/null 2>&1 || true
+rm -rf "$BASE"
+trap 'stop_all; rm -rf "$BASE"' EXIT
+services kafka kafka-start
+services 18.16 clickhouse-start
+services 26.9 clickhouse-start
+
+# How the comparison tests reach the other version (a URL: clickhouse:// native, https://).
+compare_url() {
+  case "$1" in
+    18.16) echo "clickhouse://127.0.0.1:29000" ;;
+    26.9) echo "https://127.0.0.1:28443?ca_file=$VENNA_TLS_DIR/ca.pem" ;;
+  esac
+}
+
+# Fault tests stop and restart private servers of their own through this script, of the
+# engine the run is on (VENNA_CLICKHOUSE_ENGINE).
+export VENNA_SERVICES_SCRIPT="$ROOT/scripts/services.sh"
+failed=()
+for engine in $engines; do
+  other=18.16
+  [ "$engine" = 18.16 ] && other=26.9
+  echo "=== go test on ClickHouse $engine (compared with $other)"
+  set +e
+  (
+    eval "$(services "$engine" env)"
+    export VENNA_TEST_CLICKHOUSE_COMPARE
+    VENNA_TEST_CLICKHOUSE_COMPARE=$(compare_url "$other")
+    gotest
+  )
+  rc=$?
+  set -e
+  [ $rc -eq 0 ] || failed+=("$engine")
+done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "=== FAILED on ClickHouse ${failed[*]}" >&2
+  exit 1
+fi
+echo "=== passed on ClickHouse $engines"

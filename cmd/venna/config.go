@@ -60,6 +60,16 @@ func str(p *string) func(*flag.FlagSet, string, string, string) {
 	return func(fs *flag.FlagSet, n, d, h string) { fs.StringVar(p, n, d, h) }
 }
 
+func boolean(p *bool) func(*flag.FlagSet, string, string, string) {
+	return func(fs *flag.FlagSet, n, d, h string) {
+		v, err := strconv.ParseBool(d)
+		if err != nil {
+			fatalf("%s: %q is not true or false", n, d)
+		}
+		fs.BoolVar(p, n, v, h)
+	}
+}
+
 func num(p *int) func(*flag.FlagSet, string, string, string) {
 	return func(fs *flag.FlagSet, n, d, h string) {
 		v, err := strconv.Atoi(d)
@@ -92,7 +102,10 @@ func dur(p *time.Duration) func(*flag.FlagSet, string, string, string) {
 
 func (c *Config) settings() []setting {
 	return []setting{
-		{"clickhouse-addr", "VENNA_CLICKHOUSE_ADDR", "127.0.0.1:9000", "ClickHouse native protocol address", str(&c.ClickHouse.Addr)},
+		{"clickhouse-addr", "VENNA_CLICKHOUSE_ADDR", "127.0.0.1:9000", "ClickHouse address, host:port of the protocol chosen (native: 9000, 9440 with TLS; http: 8123, 8443 with TLS)", str(&c.ClickHouse.Addr)},
+		{"clickhouse-protocol", "VENNA_CLICKHOUSE_PROTOCOL", "native", "ClickHouse protocol: native or http", str(&c.ClickHouse.Protocol)},
+		{"clickhouse-secure", "VENNA_CLICKHOUSE_SECURE", "false", "TLS to ClickHouse (ClickHouse Cloud: true, with port 9440 native or 8443 http)", boolean(&c.ClickHouse.Secure)},
+		{"clickhouse-ca-file", "VENNA_CLICKHOUSE_CA_FILE", "", "PEM file of the CAs that sign ClickHouse's certificate (empty: the system's)", str(&c.ClickHouse.CAFile)},
 		{"clickhouse-database", "VENNA_CLICKHOUSE_DATABASE", "venna", "ClickHouse database", str(&c.ClickHouse.Database)},
 		{"clickhouse-user", "VENNA_CLICKHOUSE_USER", "default", "ClickHouse user", str(&c.ClickHouse.User)},
 		{"clickhouse-password", "VENNA_CLICKHOUSE_PASSWORD", "", "ClickHouse password", str(&c.ClickHouse.Password)},

@@ -43,7 +43,7 @@ func TestMigrateTopicSettings(t *testing.T) {
 func TestMigrateClusterSetting(t *testing.T) {
 	addr := testenv.ClickHouseAddr(t)
 	db := testenv.Name(t)
-	conn, err := chdb.Open(t.Context(), chdb.Config{Addr: addr, Database: db})
+	conn, err := chdb.Open(t.Context(), testenv.ClickHouseConfig(addr, db))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,9 @@ func TestMigrateClusterSetting(t *testing.T) {
 		t.Fatal("migrate succeeded although Kafka at 127.0.0.1:1 is unreachable")
 	case engine != "" && engine != "Distributed":
 		t.Errorf("migrate with a cluster created usage_events as %s, want Distributed", engine)
-	case engine == "" && !strings.Contains(err.Error(), "DDL"):
+	case engine == "" && !strings.Contains(err.Error(), "DDL") && !strings.Contains(err.Error(), "CLUSTER_DOESNT_EXIST"):
+		// 18.16 here has the cluster but no distributed DDL (no Keeper); the 26.9 harness
+		// has no cluster at all. Either way the server refuses ON CLUSTER.
 		t.Errorf("migrate with a cluster on a server without distributed DDL failed with %v, want the server's refusal of ON CLUSTER", err)
 	}
 }

@@ -3,8 +3,11 @@ package chdb
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -12,23 +15,57 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
-// Config points at one ClickHouse server (native protocol) and database.
+// The protocols Config.Protocol names.
+const (
+	Native = "native" // ClickHouse's native TCP protocol (9000; 9440 with TLS)
+	HTTP   = "http"   // ClickHouse's HTTP interface (8123; 8443 with TLS, as ClickHouse Cloud serves it)
+)
+
+// Config points at one ClickHouse server and database.
 type Config struct {
-	Addr     string // host:port of the native protocol, e.g. 127.0.0.1:9000
+	Addr     string // host:port, e.g. 127.0.0.1:9000 (native) or abc.clickhouse.cloud:8443 (HTTPS)
+	Protocol string // Native or HTTP; empty: Native
+	Secure   bool   // TLS, verified against the system's roots or CAFile
+	CAFile   string // PEM bundle of the CAs to trust instead of the system's (Secure only)
 	Database string
 	User     string
 	Password string
 }
 
-// Validate names the first missing field.
+// Validate names the first bad field.
 func (c Config) Validate() error {
 	switch {
 	case c.Addr == "":
 		return errors.New("clickhouse: Addr (VENNA_CLICKHOUSE_ADDR) is empty")
 	case c.Database == "":
 		return errors.New("clickhouse: Database (VENNA_CLICKHOUSE_DATABASE) is empty")
+	case c.Protocol != "" && c.Protocol != Native && c.Protocol != HTTP:
+		return fmt.Errorf("clickhouse: Protocol (VENNA_CLICKHOUSE_PROTOCOL) is %q; use native or http", c.Protocol)
+	case c.CAFile != "" && !c.Secure:
+		return errors.New("clickhouse: CAFile (VENNA_CLICKHOUSE_CA_FILE) is set but Secure (VENNA_CLICKHOUSE_SECURE) is off")
 	}
 	return nil
+}
+
+// tlsConfig is the TLS client configuration of a secure connection: nil when c is not
+// Secure. The server name is the host of Addr (crypto/tls takes it from the address).
+func (c Config) tlsConfig() (*tls.Config, error) {
+	if !c.Secure {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("clickhouse: read CAFile: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("clickhouse: CAFile %s holds no PEM certificate", c.CAFile)
+		}
+		cfg.RootCAs = pool
+	}
+	return cfg, nil
 }
 
 // Open connects and pings. The connection's default database is "default" so that a
@@ -51,8 +88,18 @@ func open(ctx context.Context, cfg Config, database string) (driver.Conn, error)
 	if user == "" {
 		user = "default"
 	}
+	tlsCfg, err := cfg.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	protocol := clickhouse.Native
+	if cfg.Protocol == HTTP {
+		protocol = clickhouse.HTTP
+	}
 	conn, err := clickhouse.Open(&clickhouse.Options{
 		Addr:             []string{cfg.Addr},
+		Protocol:         protocol,
+		TLS:              tlsCfg,
 		Auth:             clickhouse.Auth{Database: database, Username: user, Password: cfg.Password},
 		DialTimeout:      5 * time.Second,
 		ReadTimeout:      60 * time.Second,
@@ -71,8 +118,8 @@ func open(ctx context.Context, cfg Config, database string) (driver.Conn, error)
 	return conn, nil
 }
 
-// Insert writes rows into table in one batch over the native protocol. The INSERT names
-// its columns: older servers (18.16) accept native inserts only in that form.
+// Insert writes rows into table in one batch. The INSERT names its columns: older servers
+// (18.16) accept native inserts only in that form.
 func Insert(ctx context.Context, conn driver.Conn, table string, columns []string, rows [][]any) error {
 	if len(rows) == 0 {
 		return nil

@@ -30,27 +30,44 @@ func PrivateServices(t testing.TB) *Services {
 		t.Fatalf("VENNA_SERVICES_SCRIPT is not set: this fault test starts and stops its own services; %s", hint)
 	}
 	dir := t.TempDir()
-	ports := freePorts(t, 4)
+	ports := freePorts(t, 5)
+	// The engine (VENNA_CLICKHOUSE_ENGINE) and the TLS directory are the run's, from the
+	// environment: a private server is of the version the suite runs on, and trusted by
+	// the same CA.
 	s := &Services{t: t, script: script, env: append(os.Environ(),
 		"VENNA_STATE_DIR="+filepath.Join(dir, "stack"),
 		fmt.Sprintf("VENNA_CH_TCP_PORT=%d", ports[0]), fmt.Sprintf("VENNA_CH_HTTP_PORT=%d", ports[1]),
 		fmt.Sprintf("VENNA_KAFKA_PORT=%d", ports[2]), fmt.Sprintf("VENNA_KAFKA_CONTROLLER_PORT=%d", ports[3]),
+		fmt.Sprintf("VENNA_CH_TLS_PORT=%d", ports[4]),
 	)}
-	s.CHAddr = fmt.Sprintf("127.0.0.1:%d", ports[0])
-	s.Brokers = []string{fmt.Sprintf("127.0.0.1:%d", ports[2])}
 	t.Cleanup(func() { s.run("stop") })
 	s.run("start")
+	env := map[string]string{}
+	for _, line := range strings.Split(s.run("env"), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "="); ok {
+			env[k] = v
+		}
+	}
+	s.CHAddr = env["VENNA_CLICKHOUSE_ADDR"]
+	s.Brokers = strings.Split(env["VENNA_KAFKA_BROKERS"], ",")
+	if s.CHAddr == "" || env["VENNA_KAFKA_BROKERS"] == "" {
+		t.Fatalf("%s env printed no VENNA_CLICKHOUSE_ADDR or VENNA_KAFKA_BROKERS: %v", filepath.Base(script), env)
+	}
 	return s
 }
 
-func (s *Services) run(args ...string) {
+// run runs the services script with args and returns what it printed on stdout.
+func (s *Services) run(args ...string) string {
 	s.t.Helper()
 	cmd := exec.Command(s.script, args...)
 	cmd.Env = s.env
-	out, err := cmd.CombinedOutput()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		s.t.Fatalf("%s %s: %v\n%s", filepath.Base(s.script), strings.Join(args, " "), err, out)
+		s.t.Fatalf("%s %s: %v\n%s%s", filepath.Base(s.script), strings.Join(args, " "), err, out, stderr.String())
 	}
+	return string(out)
 }
 
 // StopKafka stops the broker (SIGTERM) and waits until it is gone.

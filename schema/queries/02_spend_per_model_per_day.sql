@@ -17,12 +17,12 @@ FROM (
                     ('cached_input', cached_tokens),
                     ('output', completion_tokens)] AS c
         WHERE hour >= toStartOfDay(now()) - INTERVAL 29 DAY
-    )
+    ) AS usage
     ALL INNER JOIN (
         SELECT model, token_class, effective_from, usd_per_million
         FROM prices FINAL
         WHERE version = (SELECT max(version) FROM prices)
-    ) USING (model, token_class)
+    ) AS book USING (model, token_class)
     WHERE effective_from <= hour
     GROUP BY day, hour, model, workspace_id, api_key_id, token_class, tokens
 )

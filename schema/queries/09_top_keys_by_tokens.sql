@@ -11,10 +11,10 @@ FROM (
     FROM usage_hourly FINAL
     WHERE hour >= now() - INTERVAL 7 DAY
     GROUP BY workspace_id, api_key_id
-)
+) AS usage
 ANY LEFT JOIN (
     SELECT key_id AS api_key_id, name AS key_name
     FROM api_keys FINAL
-) USING (api_key_id)
+) AS keys USING (api_key_id)
 ORDER BY tokens DESC
 LIMIT 20

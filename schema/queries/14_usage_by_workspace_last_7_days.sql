@@ -13,9 +13,9 @@ FROM (
     FROM usage_daily FINAL
     WHERE day >= toStartOfDay(now()) - INTERVAL 7 DAY
     GROUP BY workspace_id
-)
+) AS usage
 ANY LEFT JOIN (
     SELECT workspace_id, name
     FROM workspaces FINAL
-) USING (workspace_id)
+) AS names USING (workspace_id)
 ORDER BY requests DESC

@@ -17,9 +17,9 @@ FROM (
     SELECT invoice_id, version, workspace_id, status
     FROM invoices FINAL
     WHERE period_start = toDateTime(toStartOfMonth(today()), 'UTC')
-)
+) AS headers
 ALL INNER JOIN (
     SELECT invoice_id, version, line_no, kind, model, token_class, quantity, usd_per_million, amount
     FROM invoice_items FINAL
-) USING (invoice_id, version)
+) AS lines USING (invoice_id, version)
 ORDER BY workspace_id, line_no
