@@ -16,6 +16,7 @@ package aggregate
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"strings"
@@ -23,6 +24,22 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/venna/metering/internal/sqlset"
+)
+
+//go:embed queries.sql
+var queriesFile string
+
+// Queries is every statement this package sends to ClickHouse (queries.sql).
+var Queries = sqlset.MustParse("aggregate", queriesFile)
+
+var (
+	readWatermarkSQL    = Queries.Get("read_watermark")
+	touchedHoursSQL     = Queries.Get("touched_hours")
+	advanceWatermarkSQL = Queries.Get("advance_watermark")
+	daysWithoutDailySQL = Queries.Get("days_without_daily_rollup")
+	recomputeHoursSQL   = Queries.Get("recompute_hours")
+	recomputeDaysSQL    = Queries.Get("recompute_days")
 )
 
 // Config configures the aggregator.
@@ -87,7 +104,7 @@ const versionBase = uint64(1) << 62
 func (a *Aggregator) Run(ctx context.Context) (Result, error) {
 	db := a.cfg.Database
 	var wm time.Time
-	err := a.conn.QueryRow(ctx, "SELECT argMax(watermark, version) FROM "+db+".aggregate_watermarks WHERE job = ?", job).Scan(&wm)
+	err := a.conn.QueryRow(ctx, sqlset.Fill(readWatermarkSQL, "db", db), job).Scan(&wm)
 	if err != nil {
 		return Result{}, fmt.Errorf("read watermark: %w", err)
 	}
@@ -98,7 +115,7 @@ func (a *Aggregator) Run(ctx context.Context) (Result, error) {
 		a.backfilled.Store(true)
 	}
 	next := a.now().UTC().Add(-a.cfg.SafetyLag).Truncate(time.Second)
-	rows, err := a.conn.Query(ctx, "SELECT DISTINCT toStartOfHour(occurred_at) AS h FROM "+db+".usage_events WHERE ingested_at >= ? ORDER BY h", wm)
+	rows, err := a.conn.Query(ctx, sqlset.Fill(touchedHoursSQL, "db", db), wm)
 	if err != nil {
 		return Result{}, fmt.Errorf("find touched hours: %w", err)
 	}
@@ -120,8 +137,7 @@ func (a *Aggregator) Run(ctx context.Context) (Result, error) {
 		return Result{}, err
 	}
 	if next.After(wm) {
-		err = a.conn.Exec(ctx, "INSERT INTO "+db+".aggregate_watermarks (job, watermark, version) SELECT ?, toDateTime(?, 'UTC'), ?",
-			job, next.Unix(), uint64(a.now().UnixNano()))
+		err = a.conn.Exec(ctx, sqlset.Fill(advanceWatermarkSQL, "db", db), job, next.Unix(), uint64(a.now().UnixNano()))
 		if err != nil {
 			return Result{}, fmt.Errorf("advance watermark to %s: %w", next.Format(time.RFC3339), err)
 		}
@@ -135,7 +151,7 @@ func (a *Aggregator) Run(ctx context.Context) (Result, error) {
 // on its first run; afterwards every recomputed hour refreshes its day.
 func (a *Aggregator) backfillDays(ctx context.Context) error {
 	db := a.cfg.Database
-	rows, err := a.conn.Query(ctx, "SELECT DISTINCT toStartOfDay(hour) AS d FROM "+db+".usage_hourly WHERE d NOT IN (SELECT day FROM "+db+".usage_daily) ORDER BY d")
+	rows, err := a.conn.Query(ctx, sqlset.Fill(daysWithoutDailySQL, "db", db))
 	if err != nil {
 		return fmt.Errorf("find days without a daily rollup: %w", err)
 	}
@@ -196,9 +212,8 @@ func (a *Aggregator) rewrite(ctx context.Context, query, what string, width time
 			list[i] = fmt.Sprintf("toDateTime(%d, 'UTC')", w.Unix())
 			lo, hi = minTime(lo, w), maxTime(hi, w)
 		}
-		q := strings.NewReplacer("{db}", a.cfg.Database, "{windows}", strings.Join(list, ", "),
-			"{lo}", fmt.Sprint(lo.Unix()), "{hi}", fmt.Sprint(hi.Add(width).Unix()),
-			"{base}", fmt.Sprint(versionBase)).Replace(query)
+		q := sqlset.Fill(query, "db", a.cfg.Database, "windows", strings.Join(list, ", "),
+			"lo", fmt.Sprint(lo.Unix()), "hi", fmt.Sprint(hi.Add(width).Unix()), "base", fmt.Sprint(versionBase))
 		if err := a.conn.Exec(ctx, q); err != nil {
 			return fmt.Errorf("recompute %d %s from %s: %w", len(part), what, part[0].Format(time.RFC3339), err)
 		}
@@ -219,48 +234,3 @@ func maxTime(a, b time.Time) time.Time {
 	}
 	return a
 }
-
-// versionedInsertSQL writes the rows that {sums} gives per {window} x workspace x model x
-// key into {table}, each with version {base} + its window's request count. The rows of one
-// window are gathered into an array beside that count and spread out again, so that the
-// count in every row's version comes from the very read that produced its sums.
-const versionedInsertSQL = `INSERT INTO {db}.{table} (workspace_id, {window}, model, api_key_id, requests,
-    prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens,
-    accepted_prediction_tokens, rejected_prediction_tokens, total_tokens, version)
-SELECT r.1, {window}, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11, {base} + n
-FROM (
-    SELECT {window}, sum(requests) AS n,
-        groupArray((workspace_id, model, api_key_id, requests, p, c, o, rs, ap, rp, t)) AS grouped
-    FROM ({sums})
-    GROUP BY {window}
-)
-ARRAY JOIN grouped AS r`
-
-// hourSumsSQL dedups raw events by event_id (LIMIT 1 BY: merges fold duplicates only
-// eventually) and sums the billable (status ok) ones per workspace x hour x model x key.
-const hourSumsSQL = `SELECT workspace_id, toStartOfHour(occurred_at) AS hour, model, api_key_id, count() AS requests,
-            sum(prompt_tokens) AS p, sum(cached_tokens) AS c, sum(completion_tokens) AS o, sum(reasoning_tokens) AS rs,
-            sum(accepted_prediction_tokens) AS ap, sum(rejected_prediction_tokens) AS rp, sum(total_tokens) AS t
-        FROM (
-            SELECT event_id, workspace_id, occurred_at, model, api_key_id, prompt_tokens, cached_tokens,
-                completion_tokens, reasoning_tokens, accepted_prediction_tokens, rejected_prediction_tokens, total_tokens
-            FROM {db}.usage_events
-            WHERE occurred_at >= toDateTime({lo}, 'UTC') AND occurred_at < toDateTime({hi}, 'UTC')
-                AND toStartOfHour(occurred_at) IN ({windows}) AND status = 'ok'
-            LIMIT 1 BY event_id
-        )
-        GROUP BY workspace_id, hour, model, api_key_id`
-
-// daySumsSQL sums a day's hourly rows (FINAL: the winning version of each) per workspace x
-// model x key.
-const daySumsSQL = `SELECT workspace_id, toStartOfDay(hour) AS day, model, api_key_id, sum(requests) AS requests,
-            sum(prompt_tokens) AS p, sum(cached_tokens) AS c, sum(completion_tokens) AS o, sum(reasoning_tokens) AS rs,
-            sum(accepted_prediction_tokens) AS ap, sum(rejected_prediction_tokens) AS rp, sum(total_tokens) AS t
-        FROM {db}.usage_hourly FINAL
-        WHERE hour >= toDateTime({lo}, 'UTC') AND hour < toDateTime({hi}, 'UTC') AND toStartOfDay(hour) IN ({windows})
-        GROUP BY workspace_id, day, model, api_key_id`
-
-var (
-	recomputeHoursSQL = strings.NewReplacer("{table}", "usage_hourly", "{window}", "hour", "{sums}", hourSumsSQL).Replace(versionedInsertSQL)
-	recomputeDaysSQL  = strings.NewReplacer("{table}", "usage_daily", "{window}", "day", "{sums}", daySumsSQL).Replace(versionedInsertSQL)
-)

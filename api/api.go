@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	_ "embed"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,8 +20,15 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/venna/metering/apikey"
 	"github.com/venna/metering/internal/apierr"
+	"github.com/venna/metering/internal/sqlset"
 	"github.com/venna/metering/invoice"
 )
+
+//go:embed queries.sql
+var queriesFile string
+
+// Queries is every statement this package sends to ClickHouse (queries.sql).
+var Queries = sqlset.MustParse("api", queriesFile)
 
 // Authenticator resolves a bearer token to its workspace.
 type Authenticator interface {

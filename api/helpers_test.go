@@ -161,7 +161,7 @@ func (f *fixture) insert(events ...event) []string {
 			e.upstream, "up-" + e.model, "req-" + e.id, e.status, httpStatus, uint8(0), uint8(0), e.latencyMS,
 			e.prompt, e.cached, e.completion, e.reasoning, e.accepted, e.rejected, e.prompt + e.completion, int32(0), int64(0)}
 	}
-	if err := chdb.Insert(context.Background(), f.conn, f.db+".usage_events", eventColumns, rows); err != nil {
+	if err := chdb.Insert(context.Background(), f.conn, chdb.InsertInto(f.db+".usage_events", eventColumns), rows); err != nil {
 		f.t.Fatal(err)
 	}
 	return ids

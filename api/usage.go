@@ -15,7 +15,15 @@ import (
 
 	"github.com/shopspring/decimal"
 	"github.com/venna/metering/internal/apierr"
+	"github.com/venna/metering/internal/sqlset"
 	"github.com/venna/metering/invoice"
+)
+
+var (
+	watermarkSQL   = Queries.Get("watermark")
+	usageDailySQL  = Queries.Get("usage_daily")
+	usageHourlySQL = Queries.Get("usage_hourly")
+	usageRawSQL    = Queries.Get("usage_raw")
 )
 
 // width is one bucket_width /v1/usage serves.
@@ -255,41 +263,6 @@ func rollupCutoff(watermark, now time.Time) time.Time {
 	return c
 }
 
-// watermarkSQL reads the aggregator's progress: raw events ingested before it are rolled up.
-const watermarkSQL = "SELECT argMax(watermark, version) FROM %s.aggregate_watermarks WHERE job = 'usage_hourly'"
-
-// The sources of /v1/usage, each summed per bucket x model x key x price segment over
-// disjoint time ranges: whole days (usage_daily) and whole hours (usage_hourly) the
-// aggregator has rolled up, read with FINAL (the latest recomputation of a window wins),
-// and the recent rest straight from raw events, deduplicated by event_id (LIMIT 1 BY:
-// merges fold duplicates only eventually). Placeholders: {db}, {width} (seconds), {key}
-// (api_key_id or an empty string), {seg} (the price segment expression), {cond} (the range).
-const (
-	usageDailySQL = `SELECT toUInt64(intDiv(toUInt32(day), {width}) * {width}) AS b, model AS m, {key} AS k, {seg} AS seg,
-        requests AS n, prompt_tokens AS p, cached_tokens AS c, completion_tokens AS o, reasoning_tokens AS rt,
-        accepted_prediction_tokens AS ap, rejected_prediction_tokens AS rp
-    FROM {db}.usage_daily FINAL
-    WHERE {cond}`
-	usageHourlySQL = `SELECT toUInt64(intDiv(toUInt32(hour), {width}) * {width}) AS b, model AS m, {key} AS k, {seg} AS seg,
-        requests AS n, prompt_tokens AS p, cached_tokens AS c, completion_tokens AS o, reasoning_tokens AS rt,
-        accepted_prediction_tokens AS ap, rejected_prediction_tokens AS rp
-    FROM {db}.usage_hourly FINAL
-    WHERE {cond}`
-	usageRawSQL = `SELECT toUInt64(intDiv(toUInt32(occurred_at), {width}) * {width}) AS b, model AS m, {key} AS k, {seg} AS seg,
-        toUInt64(1) AS n, prompt_tokens AS p, cached_tokens AS c, completion_tokens AS o, reasoning_tokens AS rt,
-        accepted_prediction_tokens AS ap, rejected_prediction_tokens AS rp
-    FROM (
-        SELECT event_id, occurred_at, model, api_key_id, prompt_tokens, cached_tokens, completion_tokens,
-            reasoning_tokens, accepted_prediction_tokens, rejected_prediction_tokens
-        FROM {db}.usage_events
-        WHERE {cond} AND status = 'ok'
-        LIMIT 1 BY event_id
-    )`
-	// One thread a query: a page's sources are small (one workspace, a bounded range) and
-	// run at once, so threads within each would only contend for the cores.
-	usageSumSQL = "SELECT b, m, k, seg, sum(n), sum(p), sum(c), sum(o), sum(rt), sum(ap), sum(rp)\nFROM (\n    %s\n)\nGROUP BY b, m, k, seg\nSETTINGS max_threads = 1"
-)
-
 // segmentExpr numbers the price segments: how many price changes happened at or before
 // col. Within one bucket and segment every model has one price and discount.
 func segmentExpr(col string, breaks []time.Time) string {
@@ -347,9 +320,9 @@ func (s *Server) usageQueries(ws string, req usageRequest, cutoff time.Time, bre
 			c += " AND has(?, api_key_id)"
 			args = append(args, req.keys)
 		}
-		branch := strings.NewReplacer("{db}", s.cfg.Database, "{width}", strconv.Itoa(int(req.w.d/time.Second)),
-			"{key}", key, "{seg}", segmentExpr(col, breaks), "{cond}", c).Replace(tmpl)
-		out = append(out, usageQuery{fmt.Sprintf(usageSumSQL, branch), args})
+		q := sqlset.Fill(tmpl, "db", s.cfg.Database, "width", strconv.Itoa(int(req.w.d/time.Second)),
+			"key", key, "seg", segmentExpr(col, breaks), "cond", c)
+		out = append(out, usageQuery{q, args})
 	}
 	hourlyFrom := req.pageStart
 	if req.w.d == 24*time.Hour {
@@ -386,7 +359,7 @@ func (s *Server) readUsage(ctx context.Context, ws string, req usageRequest) (ma
 	cutoff := req.pageStart
 	if !req.w.rawOnly {
 		var wm time.Time
-		if err := s.conn.QueryRow(ctx, fmt.Sprintf(watermarkSQL, s.cfg.Database)).Scan(&wm); err != nil {
+		if err := s.conn.QueryRow(ctx, sqlset.Fill(watermarkSQL, "db", s.cfg.Database)).Scan(&wm); err != nil {
 			return nil, fmt.Errorf("read rollup watermark: %w", err)
 		}
 		cutoff = rollupCutoff(wm, s.now())

@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	_ "embed"
 	"encoding/base32"
 	"encoding/hex"
 	"errors"
@@ -20,6 +21,21 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/venna/metering/internal/chdb"
+	"github.com/venna/metering/internal/sqlset"
+)
+
+//go:embed queries.sql
+var queriesFile string
+
+// Queries is every statement this package sends to ClickHouse (queries.sql).
+var Queries = sqlset.MustParse("apikey", queriesFile)
+
+var (
+	workspacesSQL      = Queries.Get("workspaces")
+	workspaceExistsSQL = Queries.Get("workspace_exists")
+	keysSQL            = Queries.Get("keys")
+	insertWorkspaceSQL = Queries.Get("insert_workspace")
+	insertKeySQL       = Queries.Get("insert_key")
 )
 
 // Prefix starts every workspace API key.
@@ -72,7 +88,7 @@ func (s *Store) CreateWorkspace(ctx context.Context, id, name string) (Workspace
 		return Workspace{}, fmt.Errorf("workspace id %q: want at most 64 characters without spaces", id)
 	}
 	w := Workspace{ID: id, Name: name, CreatedAt: time.Now().UTC().Truncate(time.Second)}
-	err := chdb.Insert(ctx, s.conn, s.db+".workspaces", []string{"workspace_id", "name", "created_at", "version"},
+	err := chdb.Insert(ctx, s.conn, sqlset.Fill(insertWorkspaceSQL, "db", s.db),
 		[][]any{{w.ID, w.Name, w.CreatedAt, uint64(time.Now().UnixNano())}})
 	if err != nil {
 		return Workspace{}, fmt.Errorf("create workspace %s: %w", id, err)
@@ -82,7 +98,7 @@ func (s *Store) CreateWorkspace(ctx context.Context, id, name string) (Workspace
 
 // Workspaces lists every workspace.
 func (s *Store) Workspaces(ctx context.Context) ([]Workspace, error) {
-	rows, err := s.conn.Query(ctx, "SELECT workspace_id, name, created_at FROM "+s.db+".workspaces FINAL ORDER BY workspace_id")
+	rows, err := s.conn.Query(ctx, sqlset.Fill(workspacesSQL, "db", s.db))
 	if err != nil {
 		return nil, fmt.Errorf("list workspaces: %w", err)
 	}
@@ -123,8 +139,7 @@ func (s *Store) IssueKey(ctx context.Context, workspaceID, name string) (Key, st
 }
 
 func (s *Store) writeKey(ctx context.Context, k Key, hash string) error {
-	err := chdb.Insert(ctx, s.conn, s.db+".api_keys",
-		[]string{"key_id", "workspace_id", "name", "secret_sha256", "created_at", "revoked_at", "version"},
+	err := chdb.Insert(ctx, s.conn, sqlset.Fill(insertKeySQL, "db", s.db),
 		[][]any{{k.ID, k.WorkspaceID, k.Name, hash, k.CreatedAt, zeroIfUnset(k.RevokedAt), uint64(time.Now().UnixNano())}})
 	if err != nil {
 		return fmt.Errorf("write key %s: %w", k.ID, err)
@@ -142,7 +157,7 @@ func zeroIfUnset(t time.Time) time.Time {
 // WorkspaceExists reports whether the workspace id exists.
 func (s *Store) WorkspaceExists(ctx context.Context, id string) (bool, error) {
 	var n uint64
-	if err := s.conn.QueryRow(ctx, "SELECT count() FROM "+s.db+".workspaces WHERE workspace_id = ?", id).Scan(&n); err != nil {
+	if err := s.conn.QueryRow(ctx, sqlset.Fill(workspaceExistsSQL, "db", s.db), id).Scan(&n); err != nil {
 		return false, fmt.Errorf("look up workspace %s: %w", id, err)
 	}
 	return n > 0, nil
@@ -154,8 +169,7 @@ type storedKey struct {
 }
 
 func (s *Store) keys(ctx context.Context, where string, args ...any) ([]storedKey, error) {
-	q := "SELECT key_id, workspace_id, name, secret_sha256, created_at, revoked_at FROM " + s.db + ".api_keys FINAL " + where + " ORDER BY key_id"
-	rows, err := s.conn.Query(ctx, q, args...)
+	rows, err := s.conn.Query(ctx, sqlset.Fill(keysSQL, "db", s.db, "where", where), args...)
 	if err != nil {
 		return nil, fmt.Errorf("read keys: %w", err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/venna/metering/internal/kafkaadmin"
 	"github.com/venna/metering/internal/testenv"
+	"github.com/venna/metering/internal/sqlset"
 	"github.com/venna/metering/schema"
 )
 
@@ -285,7 +286,7 @@ func ensureTopic(brokers []string, topic string) error {
 
 // insertRows is the plain clickhouse-go way: one Append per row (the baseline).
 func (c *Consumer) insertRows(ctx context.Context, rows *eventColumns) error {
-	b, err := c.conn.PrepareBatch(ctx, "INSERT INTO "+c.cfg.Database+".usage_events ("+insertColumns+")")
+	b, err := c.conn.PrepareBatch(ctx, sqlset.Fill(insertEventsSQL, "db", c.cfg.Database))
 	if err != nil {
 		return err
 	}

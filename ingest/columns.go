@@ -1,9 +1,11 @@
 package ingest
 
 import (
+	_ "embed"
 	"strings"
 	"time"
 
+	"github.com/venna/metering/internal/sqlset"
 	"github.com/venna/metering/schema"
 )
 
@@ -53,12 +55,26 @@ var eventColumnList = []struct {
 	{"kafka_offset", func(c *eventColumns) any { return c.offset }},
 }
 
-var insertColumns = func() string {
+//go:embed queries.sql
+var queriesFile string
+
+// Queries is every statement this package sends to ClickHouse (queries.sql).
+var Queries = sqlset.MustParse("ingest", queriesFile)
+
+// insertEventsSQL is insert_events, whose column list must be eventColumnList's: the
+// batch appends each column by position.
+var insertEventsSQL = func() string {
+	q := Queries.Get("insert_events")
 	names := make([]string, len(eventColumnList))
 	for i, c := range eventColumnList {
 		names[i] = c.name
 	}
-	return strings.Join(names, ", ")
+	open, end := strings.Index(q, "("), strings.LastIndex(q, ")")
+	listed := strings.Fields(strings.ReplaceAll(q[open+1:end], ",", " "))
+	if strings.Join(listed, ",") != strings.Join(names, ",") {
+		panic("ingest: queries.sql insert_events lists columns " + strings.Join(listed, ",") + ", eventColumnList " + strings.Join(names, ","))
+	}
+	return q
 }()
 
 func (c *eventColumns) grow(n int) {

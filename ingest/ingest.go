@@ -16,6 +16,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/segmentio/kafka-go"
+	"github.com/venna/metering/internal/sqlset"
 	"github.com/venna/metering/schema"
 )
 
@@ -470,7 +471,7 @@ func (c *Consumer) newBatch(previous int) *batch {
 }
 
 func (c *Consumer) insert(ctx context.Context, rows *eventColumns) error {
-	b, err := c.conn.PrepareBatch(ctx, "INSERT INTO "+c.cfg.Database+".usage_events ("+insertColumns+")")
+	b, err := c.conn.PrepareBatch(ctx, sqlset.Fill(insertEventsSQL, "db", c.cfg.Database))
 	if err != nil {
 		return fmt.Errorf("prepare insert: %w", err)
 	}

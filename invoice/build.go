@@ -9,6 +9,16 @@ import (
 	"time"
 
 	"github.com/shopspring/decimal"
+	"github.com/venna/metering/internal/sqlset"
+)
+
+// usageSource is where priceUsage reads usage: the rollups (what invoices bill) or
+// deduplicated raw events (what reconciliation checks invoices against).
+type usageSource int
+
+const (
+	fromRollups usageSource = iota
+	fromRawEvents
 )
 
 // chargeKey identifies what a line bills within one service period: a model's token
@@ -116,43 +126,6 @@ func (c charges) lines(usageKind string, start, end time.Time) []Line {
 	return out
 }
 
-// usageSource is a query giving, per workspace x model x price segment of a period,
-// input, cached input and output tokens. Placeholders: {db}, {segment} (an expression of
-// the column hour), {start}, {end} (Unix seconds), {workspaces} (a filter or nothing),
-// and for the rollups {notsplit} and {hourly} (see priceUsage).
-type usageSource string
-
-// fromRollups is what invoices bill: whole days from usage_daily, except the days some
-// price changes inside of, which are read hour by hour from usage_hourly. A month is
-// then ~31 rows per workspace x model x key instead of ~744.
-const fromRollups usageSource = `SELECT workspace_id, model, {segment} AS segment, toUInt64(sum(p) - sum(c)), sum(c), sum(o)
-FROM (
-    SELECT workspace_id, model, day AS hour, prompt_tokens AS p, cached_tokens AS c, completion_tokens AS o
-    FROM {db}.usage_daily FINAL
-    WHERE day >= toDateTime({start}, 'UTC') AND day < toDateTime({end}, 'UTC') {notsplit} {workspaces}
-    {hourly}
-)
-GROUP BY workspace_id, model, segment
-ORDER BY workspace_id, model, segment`
-
-const hourlyOfSplitDays = `UNION ALL
-    SELECT workspace_id, model, hour, prompt_tokens, cached_tokens, completion_tokens
-    FROM {db}.usage_hourly FINAL
-    WHERE hour >= toDateTime({start}, 'UTC') AND hour < toDateTime({end}, 'UTC') AND toStartOfDay(hour) IN ({split}) {workspaces}`
-
-// fromRawEvents is the same sums straight from deduplicated raw events: what
-// reconciliation checks invoices against.
-const fromRawEvents usageSource = `SELECT workspace_id, model, {segment} AS segment,
-    toUInt64(sum(prompt_tokens) - sum(cached_tokens)), sum(cached_tokens), sum(completion_tokens)
-FROM (
-    SELECT event_id, workspace_id, model, occurred_at AS hour, prompt_tokens, cached_tokens, completion_tokens
-    FROM {db}.usage_events
-    WHERE occurred_at >= toDateTime({start}, 'UTC') AND occurred_at < toDateTime({end}, 'UTC') AND status = 'ok' {workspaces}
-    LIMIT 1 BY event_id
-)
-GROUP BY workspace_id, model, segment
-ORDER BY workspace_id, model, segment`
-
 // wsFilter returns the SQL filter restricting a query to workspaces (nil: every
 // workspace), as literals: IN over a literal list uses the primary key.
 func wsFilter(workspaces []string) string {
@@ -199,14 +172,15 @@ func (iv *Invoicer) priceUsage(ctx context.Context, start, end time.Time, src us
 			split = append(split, fmt.Sprintf("toDateTime(%d, 'UTC')", day.Unix()))
 		}
 	}
-	notsplit, hourly := "", ""
-	if len(split) > 0 {
-		notsplit = "AND day NOT IN (" + strings.Join(split, ", ") + ")"
-		hourly = strings.ReplaceAll(hourlyOfSplitDays, "{split}", strings.Join(split, ", "))
+	q := usageFromRawEventsSQL
+	if src == fromRollups {
+		q = usageFromRollupsSQL
+		if len(split) > 0 {
+			q = usageFromRollupsSplitSQL
+		}
 	}
-	q := strings.NewReplacer("{notsplit}", notsplit, "{hourly}", hourly).Replace(string(src))
-	q = strings.NewReplacer("{db}", iv.cfg.Database, "{segment}", seg, "{workspaces}", wsFilter(workspaces),
-		"{start}", strconv.FormatInt(start.Unix(), 10), "{end}", strconv.FormatInt(end.Unix(), 10)).Replace(q)
+	q = sqlset.Fill(q, "db", iv.cfg.Database, "segment", seg, "workspaces", wsFilter(workspaces), "split", strings.Join(split, ", "),
+		"start", strconv.FormatInt(start.Unix(), 10), "end", strconv.FormatInt(end.Unix(), 10))
 	rows, err := iv.conn.Query(ctx, q)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read usage %s..%s: %w", start.Format(time.RFC3339), end.Format(time.RFC3339), err)
@@ -261,16 +235,6 @@ func (iv *Invoicer) priceUsage(ctx context.Context, start, end time.Time, src us
 	return out, failed, nil
 }
 
-// billedSQL sums, per workspace and service period, what the current version of every
-// non-void invoice bills, leaving out the invoices of period {except} (the one being
-// computed). Placeholders: {db}, {periods}, {except}, {workspaces}.
-// (No GROUP BY: 18.16 crashes grouping by Decimal keys; the lines are few, Go sums them.)
-const billedSQL = `SELECT workspace_id, service_period_start, kind, model, token_class, usd_per_million, discount_percent,
-    quantity, amount
-FROM {db}.invoice_items FINAL
-WHERE service_period_start IN ({periods}) AND period_start != toDateTime({except}, 'UTC') {workspaces}
-    AND (invoice_id, version) IN (SELECT invoice_id, version FROM {db}.invoices FINAL WHERE status != 'void')`
-
 // billed returns, by workspace and service period (Unix seconds), what every non-void
 // invoice except those of period except bills for the given periods.
 func (iv *Invoicer) billed(ctx context.Context, periods []time.Time, except time.Time, workspaces []string) (map[string]map[int64]charges, error) {
@@ -282,8 +246,8 @@ func (iv *Invoicer) billed(ctx context.Context, periods []time.Time, except time
 	for i, p := range periods {
 		list[i] = fmt.Sprintf("toDateTime(%d, 'UTC')", p.Unix())
 	}
-	q := strings.NewReplacer("{db}", iv.cfg.Database, "{periods}", strings.Join(list, ", "), "{workspaces}", wsFilter(workspaces),
-		"{except}", strconv.FormatInt(except.Unix(), 10)).Replace(billedSQL)
+	q := sqlset.Fill(billedSQL, "db", iv.cfg.Database, "periods", strings.Join(list, ", "), "workspaces", wsFilter(workspaces),
+		"except", strconv.FormatInt(except.Unix(), 10))
 	rows, err := iv.conn.Query(ctx, q)
 	if err != nil {
 		return nil, fmt.Errorf("read billed usage: %w", err)
@@ -314,37 +278,13 @@ func (iv *Invoicer) billed(ctx context.Context, periods []time.Time, except time
 	return out, rows.Err()
 }
 
-// pendingSQL finds the (workspace, month) before {q} whose rolled-up usage differs, for
-// some model and token class, from what every non-void invoice except those of month {q}
-// bills for it: the only months that can need an adjustment. Reading the daily rollup and
-// the stored lines (never raw events or hours) keeps it cheap.
-const pendingSQL = `SELECT DISTINCT workspace_id, p FROM (
-    SELECT workspace_id, p, model, sum(i) AS di, sum(c) AS dc, sum(o) AS dout FROM (
-        SELECT workspace_id, toYYYYMM(day) AS p, model, toInt64(sum(prompt_tokens)) - toInt64(sum(cached_tokens)) AS i,
-            toInt64(sum(cached_tokens)) AS c, toInt64(sum(completion_tokens)) AS o
-        FROM {db}.usage_daily FINAL
-        WHERE day < toDateTime({q}, 'UTC') {workspaces}
-        GROUP BY workspace_id, p, model
-        UNION ALL
-        SELECT workspace_id, toYYYYMM(service_period_start) AS p, model,
-            -toInt64(sumIf(quantity, token_class = 'input')), -toInt64(sumIf(quantity, token_class = 'cached_input')),
-            -toInt64(sumIf(quantity, token_class = 'output'))
-        FROM {db}.invoice_items FINAL
-        WHERE kind != 'discount' AND service_period_start < toDateTime({q}, 'UTC') AND period_start != toDateTime({q}, 'UTC') {workspaces}
-            AND (invoice_id, version) IN (SELECT invoice_id, version FROM {db}.invoices FINAL WHERE status != 'void')
-        GROUP BY workspace_id, p, model
-    )
-    GROUP BY workspace_id, p, model
-    HAVING di != 0 OR dc != 0 OR dout != 0
-)`
-
 // adjustable returns, by workspace, the months before start whose usage the workspace's
 // invoice for [start, end) must adjust: months with usage not billed yet (pending) whose
 // own invoice is finalized or void — or that never got an invoice and whose grace ended
 // before this month began — and with no draft of the workspace in between, which takes
 // them first (a period's late usage goes on the next open invoice).
 func (iv *Invoicer) adjustable(ctx context.Context, start time.Time, workspaces []string) (map[string][]time.Time, error) {
-	q := strings.NewReplacer("{db}", iv.cfg.Database, "{workspaces}", wsFilter(workspaces), "{q}", strconv.FormatInt(start.Unix(), 10)).Replace(pendingSQL)
+	q := sqlset.Fill(pendingSQL, "db", iv.cfg.Database, "workspaces", wsFilter(workspaces), "q", strconv.FormatInt(start.Unix(), 10))
 	rows, err := iv.conn.Query(ctx, q)
 	if err != nil {
 		return nil, fmt.Errorf("find unbilled usage before %s: %w", start.Format("2006-01"), err)
@@ -368,8 +308,8 @@ func (iv *Invoicer) adjustable(ctx context.Context, start time.Time, workspaces 
 	}
 	// The statuses of the earlier invoices of those workspaces. (Filtered here rather than
 	// in SQL: after a mass void the list could outgrow a query.)
-	rows, err = iv.conn.Query(ctx, fmt.Sprintf("SELECT workspace_id, period_start, status FROM %s.invoices FINAL WHERE period_start < toDateTime(%d, 'UTC') %s",
-		iv.cfg.Database, start.Unix(), wsFilter(workspaces)))
+	rows, err = iv.conn.Query(ctx, sqlset.Fill(earlierInvoicesSQL, "db", iv.cfg.Database, "q", strconv.FormatInt(start.Unix(), 10),
+		"workspaces", wsFilter(workspaces)))
 	if err != nil {
 		return nil, fmt.Errorf("read earlier invoices: %w", err)
 	}
@@ -537,23 +477,12 @@ func (iv *Invoicer) adjust(ctx context.Context, b *built, p time.Time, wss []str
 	return nil
 }
 
-// upgradeSQL copies the lines of invoices written before migration 0003 (in invoice_lines)
-// into invoice_items — kind usage, service period the invoice's own — so that what they
-// billed counts, and they read as before. Lines already copied are left alone.
-const upgradeSQL = `INSERT INTO {db}.invoice_items (invoice_id, version, line_no, workspace_id, period_start, kind,
-    service_period_start, service_period_end, model, token_class, quantity, usd_per_million, discount_percent, amount)
-SELECT invoice_id, version, line_no, workspace_id, period_start, 'usage', period_start, period_end,
-    model, token_class, quantity, usd_per_million, toDecimal128(0, 12), amount
-FROM {db}.invoice_lines
-ALL INNER JOIN (SELECT invoice_id, version, period_start, period_end FROM {db}.invoices FINAL) AS h USING (invoice_id, version)
-WHERE (invoice_id, version) NOT IN (SELECT invoice_id, version FROM {db}.invoice_items)`
-
 // upgrade runs upgradeSQL once per Invoicer.
 func (iv *Invoicer) upgrade(ctx context.Context) error {
 	if iv.upgraded.Load() {
 		return nil
 	}
-	if err := iv.conn.Exec(ctx, strings.ReplaceAll(upgradeSQL, "{db}", iv.cfg.Database)); err != nil {
+	if err := iv.conn.Exec(ctx, sqlset.Fill(upgradeSQL, "db", iv.cfg.Database)); err != nil {
 		return fmt.Errorf("copy invoice lines of before migration 0003: %w", err)
 	}
 	iv.upgraded.Store(true)

@@ -9,6 +9,7 @@ package invoice
 import (
 	"context"
 	"crypto/sha256"
+	_ "embed"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -19,6 +20,30 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/shopspring/decimal"
 	"github.com/venna/metering/internal/chdb"
+	"github.com/venna/metering/internal/sqlset"
+)
+
+//go:embed queries.sql
+var queriesFile string
+
+// Queries is every statement this package sends to ClickHouse (queries.sql).
+var Queries = sqlset.MustParse("invoice", queriesFile)
+
+var (
+	usageFromRollupsSQL      = Queries.Get("usage_from_rollups")
+	usageFromRollupsSplitSQL = Queries.Get("usage_from_rollups_split")
+	usageFromRawEventsSQL    = Queries.Get("usage_from_raw_events")
+	billedSQL                = Queries.Get("billed")
+	pendingSQL               = Queries.Get("pending")
+	earlierInvoicesSQL       = Queries.Get("earlier_invoices")
+	upgradeSQL               = Queries.Get("upgrade_invoice_lines")
+	headersSQL               = Queries.Get("invoice_headers")
+	linesSQL                 = Queries.Get("invoice_lines")
+	insertItemsSQL           = Queries.Get("insert_invoice_items")
+	insertHeadersSQL         = Queries.Get("insert_invoices")
+	insertPricesSQL          = Queries.Get("insert_prices")
+	insertCustomPricesSQL    = Queries.Get("insert_workspace_prices")
+	insertDiscountsSQL       = Queries.Get("insert_workspace_discounts")
 )
 
 // Invoice statuses. A status only moves forward: draft → finalized → void.
@@ -318,13 +343,6 @@ func (iv *Invoicer) Void(ctx context.Context, workspaceID, id string) (*Invoice,
 	return iv.Get(ctx, workspaceID, id)
 }
 
-var (
-	itemColumns = []string{"invoice_id", "version", "line_no", "workspace_id", "period_start", "kind", "service_period_start",
-		"service_period_end", "model", "token_class", "quantity", "usd_per_million", "discount_percent", "amount"}
-	headerColumns = []string{"invoice_id", "workspace_id", "period_start", "period_end", "status", "currency", "subtotal", "total",
-		"computed_at", "finalized_at", "version"}
-)
-
 // storeChunk bounds the invoices one insert carries, and so the memory of a run's writes.
 const storeChunk = 1000
 
@@ -354,10 +372,10 @@ func (iv *Invoicer) storeSome(ctx context.Context, invs []*Invoice) error {
 			inv.Subtotal, inv.Total, inv.ComputedAt, zeroTime(inv.FinalizedAt), inv.Version})
 	}
 	db := iv.cfg.Database
-	if err := chdb.Insert(ctx, iv.conn, db+".invoice_items", itemColumns, lines); err != nil {
+	if err := chdb.Insert(ctx, iv.conn, sqlset.Fill(insertItemsSQL, "db", db), lines); err != nil {
 		return err
 	}
-	return chdb.Insert(ctx, iv.conn, db+".invoices", headerColumns, headers)
+	return chdb.Insert(ctx, iv.conn, sqlset.Fill(insertHeadersSQL, "db", db), headers)
 }
 
 func zeroTime(t time.Time) time.Time {
@@ -368,9 +386,7 @@ func zeroTime(t time.Time) time.Time {
 }
 
 func (iv *Invoicer) headers(ctx context.Context, where string, args ...any) ([]*Invoice, error) {
-	q := "SELECT invoice_id, workspace_id, period_start, period_end, status, currency, subtotal, total, computed_at, finalized_at, version FROM " +
-		iv.cfg.Database + ".invoices FINAL WHERE " + where + " ORDER BY period_start DESC, invoice_id"
-	rows, err := iv.conn.Query(ctx, q, args...)
+	rows, err := iv.conn.Query(ctx, sqlset.Fill(headersSQL, "db", iv.cfg.Database, "where", where), args...)
 	if err != nil {
 		return nil, fmt.Errorf("read invoices: %w", err)
 	}
@@ -420,8 +436,7 @@ func (iv *Invoicer) Get(ctx context.Context, workspaceID, id string) (*Invoice, 
 	if err != nil {
 		return nil, err
 	}
-	rows, err := iv.conn.Query(ctx, "SELECT line_no, kind, service_period_start, service_period_end, model, token_class, quantity, usd_per_million, discount_percent, amount FROM "+
-		iv.cfg.Database+".invoice_items FINAL WHERE invoice_id = ? AND version = ? ORDER BY line_no", inv.ID, inv.Version)
+	rows, err := iv.conn.Query(ctx, sqlset.Fill(linesSQL, "db", iv.cfg.Database), inv.ID, inv.Version)
 	if err != nil {
 		return nil, fmt.Errorf("read invoice lines: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/venna/metering/internal/chdb"
+	"github.com/venna/metering/internal/sqlset"
 )
 
 func TestPricing(t *testing.T) {
@@ -447,14 +448,14 @@ func TestInvoicesFromBeforeMigration3(t *testing.T) {
 	e := newEnv(t)
 	e.send(event{ws: "ws", model: "m-small", at: jan.Add(time.Hour), prompt: 1_000_000, completion: 1_000})
 	id, version, at := ID("ws", jan, feb), uint64(feb.Add(80*time.Hour).UnixNano()), feb.Add(80*time.Hour)
-	err := chdb.Insert(ctx(t), e.conn, e.db+".invoice_lines",
-		[]string{"invoice_id", "version", "line_no", "workspace_id", "model", "token_class", "quantity", "usd_per_million", "amount"},
+	err := chdb.Insert(ctx(t), e.conn, chdb.InsertInto(e.db+".invoice_lines",
+		[]string{"invoice_id", "version", "line_no", "workspace_id", "model", "token_class", "quantity", "usd_per_million", "amount"}),
 		[][]any{{id, version, uint32(1), "ws", "m-small", ClassInput, uint64(1_000_000), d("0.15"), d("0.15")},
 			{id, version, uint32(2), "ws", "m-small", ClassOutput, uint64(1_000), d("0.6"), d("0.0006")}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = chdb.Insert(ctx(t), e.conn, e.db+".invoices", headerColumns,
+	err = chdb.Insert(ctx(t), e.conn, sqlset.Fill(insertHeadersSQL, "db", e.db),
 		[][]any{{id, "ws", jan, feb, StatusFinalized, "USD", d("0.1506"), d("0.15"), at, at, version}})
 	if err != nil {
 		t.Fatal(err)

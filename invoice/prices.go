@@ -12,6 +12,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/shopspring/decimal"
 	"github.com/venna/metering/internal/chdb"
+	"github.com/venna/metering/internal/sqlset"
 	"gopkg.in/yaml.v3"
 )
 
@@ -333,15 +334,14 @@ func (pb *PriceBook) Sync(ctx context.Context, conn driver.Conn, database string
 	// Overrides before prices: a reader taking max(prices.version) never sees a book whose
 	// overrides are still missing.
 	for _, w := range []struct {
-		table   string
-		columns []string
-		rows    [][]any
+		insert string
+		rows   [][]any
 	}{
-		{"workspace_prices", []string{"workspace_id", "model", "token_class", "effective_from", "usd_per_million", "version"}, custom},
-		{"workspace_discounts", []string{"workspace_id", "effective_from", "discount_percent", "version"}, discounts},
-		{"prices", []string{"model", "token_class", "effective_from", "usd_per_million", "version"}, prices},
+		{insertCustomPricesSQL, custom},
+		{insertDiscountsSQL, discounts},
+		{insertPricesSQL, prices},
 	} {
-		if err := chdb.Insert(ctx, conn, database+"."+w.table, w.columns, w.rows); err != nil {
+		if err := chdb.Insert(ctx, conn, sqlset.Fill(w.insert, "db", database), w.rows); err != nil {
 			return fmt.Errorf("sync price book: %w", err)
 		}
 	}

@@ -98,11 +98,11 @@ func seed(t *testing.T, conn driver.Conn, db string) seeded {
 		"upstream", "upstream_model", "request_id", "status", "http_status", "stream", "estimated", "latency_ms",
 		"prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens", "accepted_prediction_tokens",
 		"rejected_prediction_tokens", "total_tokens", "kafka_partition", "kafka_offset"}
-	if err := chdb.Insert(ctx, conn, db+".usage_events", columns, rows); err != nil {
+	if err := chdb.Insert(ctx, conn, chdb.InsertInto(db+".usage_events", columns), rows); err != nil {
 		t.Fatal(err)
 	}
 	// A redelivery of five ws_big events, in a part of its own.
-	if err := chdb.Insert(ctx, conn, db+".usage_events", columns, rows[:5]); err != nil {
+	if err := chdb.Insert(ctx, conn, chdb.InsertInto(db+".usage_events", columns), rows[:5]); err != nil {
 		t.Fatal(err)
 	}
 

@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 	"unicode"
+
+	"github.com/venna/metering/internal/sqlset"
 )
 
 // Cluster names the ClickHouse cluster a schema is created on. The migrations are written
@@ -111,7 +113,7 @@ func (c Cluster) onCluster() string {
 
 // createDatabase is the statement creating database.
 func (c Cluster) createDatabase(database string) string {
-	return "CREATE DATABASE IF NOT EXISTS " + quoteIdent(database) + c.onCluster()
+	return sqlset.Fill(createDatabaseSQL, "db", quoteIdent(database), "on_cluster", c.onCluster())
 }
 
 // Statements returns what creates, in database, the table of stmt — one CREATE TABLE IF

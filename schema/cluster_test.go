@@ -293,7 +293,7 @@ func insertEvents(t *testing.T, conn driver.Conn, db string, evs []testEvent) in
 				int32(i % 4), int64(c*1000 + i)})
 		}
 	}
-	if err := chdb.Insert(t.Context(), conn, db+".usage_events", cols, rows); err != nil {
+	if err := chdb.Insert(t.Context(), conn, chdb.InsertInto(db+".usage_events", cols), rows); err != nil {
 		t.Fatalf("insert into the Distributed usage_events: %v", err)
 	}
 	return len(rows)

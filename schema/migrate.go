@@ -12,6 +12,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/venna/metering/internal/chdb"
+	"github.com/venna/metering/internal/sqlset"
 )
 
 //go:embed migrations/*.sql
@@ -70,12 +71,20 @@ func splitStatements(body string) []string {
 	return stmts
 }
 
-const createMigrationsTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
-    version UInt32,
-    name String,
-    applied_at DateTime('UTC')
-) ENGINE = ReplacingMergeTree(applied_at)
-ORDER BY version`
+//go:embed migrate.sql
+var migrateFile string
+
+// Queries is every statement this package sends to ClickHouse besides the migrations
+// (migrate.sql).
+var Queries = sqlset.MustParse("schema", migrateFile)
+
+var (
+	createDatabaseSQL     = Queries.Get("create_database")
+	createMigrationsTable = Queries.Get("create_schema_migrations")
+	appliedSQL            = Queries.Get("applied_migrations")
+	recordMigrationSQL    = Queries.Get("record_migration")
+	tablesSQL             = Queries.Get("tables")
+)
 
 // Migrate creates database if needed and applies, in order, every migration not yet
 // recorded in its schema_migrations table. Each statement is idempotent (IF NOT EXISTS),
@@ -126,7 +135,7 @@ func MigrateCluster(ctx context.Context, conn driver.Conn, database string, clus
 		}
 	}
 	done := map[int]bool{}
-	rows, err := conn.Query(ctx, "SELECT version FROM "+quoteIdent(database)+".schema_migrations")
+	rows, err := conn.Query(ctx, sqlset.Fill(appliedSQL, "db", quoteIdent(database)))
 	if err != nil {
 		return nil, fmt.Errorf("read schema_migrations: %w", err)
 	}
@@ -153,7 +162,7 @@ func MigrateCluster(ctx context.Context, conn driver.Conn, database string, clus
 				return applied, fmt.Errorf("migration %s statement %d: %w", m.Name, j+1, err)
 			}
 		}
-		if err := chdb.Insert(ctx, conn, quoteIdent(database)+".schema_migrations", []string{"version", "name", "applied_at"},
+		if err := chdb.Insert(ctx, conn, sqlset.Fill(recordMigrationSQL, "db", quoteIdent(database)),
 			[][]any{{uint32(m.Version), m.Name, time.Now().UTC()}}); err != nil {
 			return applied, fmt.Errorf("record migration %s: %w", m.Name, err)
 		}
@@ -170,7 +179,7 @@ func MigrateCluster(ctx context.Context, conn driver.Conn, database string, clus
 // cluster wants a Distributed one (or the reverse) and go on adding tables of the other
 // layout beside it.
 func (c Cluster) checkLayout(ctx context.Context, conn driver.Conn, database string) error {
-	rows, err := conn.Query(ctx, "SELECT name, engine FROM system.tables WHERE database = ?", database)
+	rows, err := conn.Query(ctx, tablesSQL, database)
 	if err != nil {
 		return fmt.Errorf("read tables of %s: %w", database, err)
 	}

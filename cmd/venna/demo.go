@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -16,8 +17,17 @@ import (
 
 	"github.com/venna/metering/api"
 	"github.com/venna/metering/apikey"
+	"github.com/venna/metering/internal/sqlset"
 	"github.com/venna/metering/invoice"
 )
+
+//go:embed queries.sql
+var queriesFile string
+
+// Queries is every statement the venna command itself sends to ClickHouse (queries.sql).
+var Queries = sqlset.MustParse("cmd/venna", queriesFile)
+
+var countEventsSQL = Queries.Get("count_events")
 
 var demoOpts struct {
 	requests   *int
@@ -208,8 +218,7 @@ func waitForEvents(ctx context.Context, env *Env, workspaces []string, want int6
 		return err
 	}
 	defer conn.Close()
-	q := "SELECT count() FROM (SELECT event_id FROM " + env.Config.ClickHouse.Database +
-		".usage_events WHERE workspace_id IN ('" + strings.Join(workspaces, "','") + "') LIMIT 1 BY event_id)"
+	q := sqlset.Fill(countEventsSQL, "db", env.Config.ClickHouse.Database, "workspaces", "'"+strings.Join(workspaces, "','")+"'")
 	deadline := time.Now().Add(120 * time.Second)
 	for {
 		var n uint64

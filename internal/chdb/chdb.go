@@ -118,13 +118,15 @@ func open(ctx context.Context, cfg Config, database string) (driver.Conn, error)
 	return conn, nil
 }
 
-// Insert writes rows into table in one batch. The INSERT names its columns: older servers
-// (18.16) accept native inserts only in that form.
-func Insert(ctx context.Context, conn driver.Conn, table string, columns []string, rows [][]any) error {
+// Insert writes rows in one batch with insert, an "INSERT INTO db.table (columns)"
+// statement: it must name its columns, the only form of native insert older servers
+// (18.16) accept.
+func Insert(ctx context.Context, conn driver.Conn, insert string, rows [][]any) error {
 	if len(rows) == 0 {
 		return nil
 	}
-	batch, err := conn.PrepareBatch(ctx, "INSERT INTO "+table+" ("+strings.Join(columns, ", ")+")")
+	table := tableOf(insert)
+	batch, err := conn.PrepareBatch(ctx, insert)
 	if err != nil {
 		return fmt.Errorf("prepare insert into %s: %w", table, err)
 	}
@@ -138,4 +140,19 @@ func Insert(ctx context.Context, conn driver.Conn, table string, columns []strin
 		return fmt.Errorf("insert %d rows into %s: %w", len(rows), table, err)
 	}
 	return nil
+}
+
+// tableOf is the table an INSERT statement names, for error messages.
+func tableOf(insert string) string {
+	f := strings.Fields(insert)
+	if len(f) >= 3 {
+		return strings.TrimSuffix(f[2], "(")
+	}
+	return insert
+}
+
+// InsertInto is the INSERT statement Insert takes for table and columns, for inserts that
+// are not in a package's catalogue (tests, tools).
+func InsertInto(table string, columns []string) string {
+	return "INSERT INTO " + table + " (" + strings.Join(columns, ", ") + ")"
 }

@@ -147,7 +147,7 @@ func InsertEvents(t testing.TB, conn driver.Conn, db string, evs []schema.UsageE
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := chdb.Insert(ctx, conn, db+".usage_events", eventColumns, rows); err != nil {
+	if err := chdb.Insert(ctx, conn, "INSERT INTO "+db+".usage_events ("+strings.Join(eventColumns, ", ")+")", rows); err != nil {
 		t.Fatalf("insert %d events: %v", len(evs), err)
 	}
 }
