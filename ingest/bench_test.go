@@ -20,8 +20,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/segmentio/kafka-go"
 	"github.com/venna/metering/internal/kafkaadmin"
-	"github.com/venna/metering/internal/testenv"
 	"github.com/venna/metering/internal/sqlset"
+	"github.com/venna/metering/internal/testenv"
 	"github.com/venna/metering/schema"
 )
 
