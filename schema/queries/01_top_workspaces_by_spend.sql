@@ -9,5 +9,5 @@ FROM invoices FINAL
 WHERE status != 'void'
     AND period_start >= toDateTime(toStartOfMonth(today()) - INTERVAL 2 MONTH, 'UTC')
 GROUP BY workspace_id
-ORDER BY spend_usd DESC
+ORDER BY spend_usd DESC, workspace_id
 LIMIT 20
