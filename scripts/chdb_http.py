@@ -54,6 +54,7 @@ import hmac
 import os
 import re
 import signal
+import socket
 import socketserver
 import ssl
 import struct
@@ -267,6 +268,10 @@ class Handler(BaseHTTPRequestHandler):
     timeout = 120  # an idle keep-alive connection, or a client that is not speaking HTTP
     server_version = "chdb-http-harness"
 
+    def setup(self):
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def log_message(self, fmt, *args):
         if self.server.verbose:
             sys.stderr.write("chdb_http: " + (fmt % args) + "\n")
@@ -307,9 +312,12 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.send_header("X-ClickHouse-Server-Display-Name", self.server.engine.display_name)
         self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
+        # Head and body in one write: two small writes on a TLS connection wait out the
+        # client's delayed ACK (40 ms) before the second goes.
+        self._headers_buffer.append(b"\r\n")
         if self.command != "HEAD":
-            self.wfile.write(body)
+            self._headers_buffer.append(body)
+        self.flush_headers()
 
     def fail(self, err):
         code = err.code or 1000
