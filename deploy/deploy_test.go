@@ -395,6 +395,19 @@ func TestCompose(t *testing.T) {
 		}
 	})
 
+	t.Run("clickhouse image is the version the tests prove", func(t *testing.T) {
+		// scripts/services.sh pins the chdb-core release whose engine the suite runs on
+		// (26.9.x embeds ClickHouse 26.9): compose runs that ClickHouse line.
+		m := regexp.MustCompile(`(?m)^CHDB_VERSION=(\d+)\.(\d+)\.`).FindSubmatch(readFile(t, "../scripts/services.sh"))
+		if m == nil {
+			t.Fatal("scripts/services.sh sets no CHDB_VERSION")
+		}
+		want := fmt.Sprintf("clickhouse/clickhouse-server:%s.%s", m[1], m[2])
+		if got := c.Services["clickhouse"].Image; got != want {
+			t.Errorf("%s: services.clickhouse.image = %q, want %q (the ClickHouse the suite proves, scripts/services.sh)", composePath, got, want)
+		}
+	})
+
 	t.Run("variables are in .env.example", func(t *testing.T) {
 		used, documented := interpolations(doc), envExampleNames(t)
 		for name := range used {

@@ -5,10 +5,16 @@
 # prints each workspace's usage and invoice as the REST API serves them.
 #   REQUESTS=500 scripts/demo.sh        # more traffic
 #   VENNA_KEEP_RUNNING=1 scripts/demo.sh  # leave the stack up afterwards (stop: scripts/services.sh stop)
+#   VENNA_CLICKHOUSE_ENGINE=26.9 scripts/demo.sh  # on the ClickHouse 26.9 engine (the chdb
+#                                                 # harness, over HTTPS) instead of 18.16
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-export VENNA_STATE_DIR=${VENNA_STATE_DIR:-/tmp/venna-stack}
+engine=${VENNA_CLICKHOUSE_ENGINE:-18.16}
+# Each engine keeps its data in a state directory of its own.
+default_state=/tmp/venna-stack
+[ "$engine" = 18.16 ] || default_state=/tmp/venna-stack-$engine
+export VENNA_STATE_DIR=${VENNA_STATE_DIR:-$default_state}
 eval "$(scripts/services.sh start)"
 export VENNA_CLICKHOUSE_DATABASE=${VENNA_CLICKHOUSE_DATABASE:-venna}
 export VENNA_SPOOL_DIR=${VENNA_SPOOL_DIR:-$VENNA_STATE_DIR/spool}

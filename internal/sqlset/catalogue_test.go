@@ -347,10 +347,18 @@ func (s *side) queryOn(conn driver.Conn, q string, args ...any) (answer, error) 
 	return a, rows.Err()
 }
 
+// clockFree are the columns compared of a table one of whose columns is written from the
+// clock of the process writing (Migrate stamps applied_at with time.Now).
+var clockFree = map[string]string{"schema_migrations": "version, name"}
+
 // table reads a whole table as its readers see it (FINAL: the latest version of every
 // key, whatever merges have or have not happened yet on each server).
 func (s *side) table(table string) (answer, error) {
-	a, err := s.query("SELECT * FROM " + table + " FINAL")
+	cols := "*"
+	if c, ok := clockFree[table[strings.LastIndex(table, ".")+1:]]; ok {
+		cols = c
+	}
+	a, err := s.query("SELECT " + cols + " FROM " + table + " FINAL")
 	a.ordered = false
 	return a, err
 }
