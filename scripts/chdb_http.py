@@ -50,6 +50,7 @@ Usage:
 
 import argparse
 import base64
+import contextlib
 import hmac
 import os
 import re
@@ -179,27 +180,27 @@ class Engine:
             raise
         return key, conn
 
-    def query(self, user, database, settings, sql, fmt, params):
+    @contextlib.contextmanager
+    def connection(self, user, database, settings):
+        """A pooled connection, back to the pool after success, closed after an error (which
+        may leave it mid-statement)."""
         key, conn = self._get(user, database, settings)
-        ok = False
         try:
-            out = run(conn, sql, fmt, params)
-            ok = True
-            return out
-        finally:
-            if ok:
-                self._put(key, conn)
-            else:
-                # An error may leave a connection mid-statement: never reuse it.
-                try:
-                    conn.close()
-                except Exception:
-                    pass
+            yield conn
+        except BaseException:
+            try:
+                conn.close()
+            except Exception:
+                pass
+            raise
+        self._put(key, conn)
+
+    def query(self, user, database, settings, sql, fmt, params):
+        with self.connection(user, database, settings) as conn:
+            return run(conn, sql, fmt, params)
 
     def insert(self, user, database, settings, statement, fmt, chunks):
-        key, conn = self._get(user, database, settings)
-        ok = False
-        try:
+        with self.connection(user, database, settings) as conn:
             try:
                 ins = conn.send_insert(statement, fmt)
             except Exception as e:
@@ -215,15 +216,6 @@ class Engine:
                 except Exception:
                     pass
                 raise as_query_error(e)
-            ok = True
-        finally:
-            if ok:
-                self._put(key, conn)
-            else:
-                try:
-                    conn.close()
-                except Exception:
-                    pass
 
 
 def as_query_error(e):
@@ -279,7 +271,9 @@ class Handler(BaseHTTPRequestHandler):
     # Body --------------------------------------------------------------------------
 
     def body_chunks(self):
-        """Yields the request body in pieces (Content-Length or chunked)."""
+        """Yields the request body in pieces (Content-Length or chunked); body_done says
+        whether all of it was read."""
+        self.body_done = False
         te = self.headers.get("Transfer-Encoding", "").lower()
         if "chunked" in te:
             while True:
@@ -291,6 +285,7 @@ class Handler(BaseHTTPRequestHandler):
                     while True:  # trailers
                         t = self.rfile.readline(65537)
                         if t in (b"\r\n", b"\n", b""):
+                            self.body_done = True
                             return
                 data = self.rfile.read(size)
                 self.rfile.readline(3)
@@ -303,6 +298,7 @@ class Handler(BaseHTTPRequestHandler):
                     raise QueryError("Code: 33. DB::Exception: Unexpected end of body. (CANNOT_READ_ALL_DATA)", 33, 400)
                 n -= len(data)
                 yield data
+            self.body_done = True
 
     # Answers -----------------------------------------------------------------------
 
@@ -311,6 +307,8 @@ class Handler(BaseHTTPRequestHandler):
         for k, v in headers:
             self.send_header(k, v)
         self.send_header("X-ClickHouse-Server-Display-Name", self.server.engine.display_name)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.send_header("Content-Length", str(len(body)))
         # Head and body in one write: two small writes on a TLS connection wait out the
         # client's delayed ACK (40 ms) before the second goes.
@@ -320,6 +318,9 @@ class Handler(BaseHTTPRequestHandler):
         self.flush_headers()
 
     def fail(self, err):
+        if not self.body_done:
+            # The rest of the body is still on the connection: it cannot carry another request.
+            self.close_connection = True
         code = err.code or 1000
         status = err.status or status_for(code)
         msg = err.message
@@ -359,6 +360,7 @@ class Handler(BaseHTTPRequestHandler):
         return user
 
     def handle_query(self):
+        self.body_done = False
         url = urlsplit(self.path)
         params = dict(parse_qsl(url.query, keep_blank_values=True))
         try:
