@@ -371,7 +371,11 @@ func tablesOf(t *testing.T, s *side, db string) []string {
 	}
 	var out []string
 	for _, r := range a.rows {
-		out = append(out, r[0])
+		name, err := strconv.Unquote(r[0]) // canonical quotes strings
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, name)
 	}
 	if len(out) < 10 {
 		t.Fatalf("tables of %s: %v", db, out)
