@@ -13,6 +13,8 @@
 #   scripts/test.sh --engine 26.9            # one version (VENNA_TEST_ENGINES="26.9" too)
 #   scripts/test.sh -run TestEndToEnd ./e2e/ # extra arguments go to `go test`
 #
+# Ports are VENNA_TEST_PORT_BASE (29000) and above, state in VENNA_TEST_STATE_DIR
+# (/tmp/venna-test-stack): two runs side by side need both set apart.
 # With VENNA_CLICKHOUSE_ADDR and VENNA_KAFKA_BROKERS already set it starts nothing and
 # runs the suite once against those servers (VENNA_CLICKHOUSE_PROTOCOL, _SECURE,
 # _CA_FILE, _USER, _PASSWORD say how to reach ClickHouse).
@@ -41,17 +43,18 @@ if [ -n "${VENNA_CLICKHOUSE_ADDR:-}" ] && [ -n "${VENNA_KAFKA_BROKERS:-}" ]; the
 fi
 
 BASE=${VENNA_TEST_STATE_DIR:-/tmp/venna-test-stack}
+P=${VENNA_TEST_PORT_BASE:-29000}
 services() { # services ENGINE-or-kafka COMMAND: scripts/services.sh with that part's state and ports
   local part=$1; shift
   case "$part" in
     kafka) VENNA_STATE_DIR=$BASE/kafka scripts/services.sh "$@" ;;
-    18.16) VENNA_STATE_DIR=$BASE/ch-18.16 VENNA_CLICKHOUSE_ENGINE=18.16 VENNA_CH_TCP_PORT=29000 \
-             VENNA_CH_HTTP_PORT=28123 VENNA_CH_TLS_PORT=29440 scripts/services.sh "$@" ;;
-    26.9) VENNA_STATE_DIR=$BASE/ch-26.9 VENNA_CLICKHOUSE_ENGINE=26.9 VENNA_CH_HTTP_PORT=28124 \
-             VENNA_CH_TLS_PORT=28443 scripts/services.sh "$@" ;;
+    18.16) VENNA_STATE_DIR=$BASE/ch-18.16 VENNA_CLICKHOUSE_ENGINE=18.16 VENNA_CH_TCP_PORT=$P \
+             VENNA_CH_HTTP_PORT=$((P + 123)) VENNA_CH_TLS_PORT=$((P + 440)) scripts/services.sh "$@" ;;
+    26.9) VENNA_STATE_DIR=$BASE/ch-26.9 VENNA_CLICKHOUSE_ENGINE=26.9 VENNA_CH_HTTP_PORT=$((P + 124)) \
+             VENNA_CH_TLS_PORT=$((P + 443)) scripts/services.sh "$@" ;;
   esac
 }
-export VENNA_KAFKA_PORT=29092 VENNA_KAFKA_CONTROLLER_PORT=29093
+export VENNA_KAFKA_PORT=$((P + 92)) VENNA_KAFKA_CONTROLLER_PORT=$((P + 93))
 # One CA for every server the suite starts, its fault tests' private ones included.
 export VENNA_TLS_DIR=$BASE/tls
 
@@ -66,8 +69,8 @@ services 26.9 clickhouse-start
 # How the comparison tests reach the other version (a URL: clickhouse:// native, https://).
 compare_url() {
   case "$1" in
-    18.16) echo "clickhouse://127.0.0.1:29000" ;;
-    26.9) echo "https://127.0.0.1:28443?ca_file=$VENNA_TLS_DIR/ca.pem" ;;
+    18.16) echo "clickhouse://127.0.0.1:$P" ;;
+    26.9) echo "https://127.0.0.1:$((P + 443))?ca_file=$VENNA_TLS_DIR/ca.pem" ;;
   esac
 }
 
