@@ -110,6 +110,7 @@ type Server struct {
 	prices   *invoice.PriceBook
 	accounts Accounts
 	billing  Billing
+	spend    Spend
 	log      *slog.Logger
 	metrics  *metrics
 	now      func() time.Time
@@ -174,6 +175,11 @@ func (s *Server) Handler() http.Handler {
 				r.Post("/keys", s.createKey)
 				r.Post("/invoices/{id}/finalize", s.finalizeInvoice)
 				r.Post("/invoices/{id}/void", s.voidInvoice)
+				if s.spend != nil {
+					r.Put("/budget", s.setBudget)
+					r.Delete("/budget", s.clearBudget)
+					r.Put("/rate_limit", s.setRateLimit)
+				}
 				s.workspaceRoutes(r, "")
 			})
 		})
@@ -189,6 +195,7 @@ func (s *Server) workspaceRoutes(r chi.Router, prefix string) {
 	r.Get(prefix+"/invoices/upcoming", s.upcomingInvoice)
 	r.Get(prefix+"/invoices/{id}", s.getInvoice)
 	r.Get(prefix+"/invoices/{id}.csv", s.getInvoiceCSV)
+	r.Get(prefix+"/spend", s.spendStatus)
 }
 
 // limits bounds every request: its duration (the context every query runs on, and the

@@ -16,7 +16,6 @@ import (
 	"github.com/shopspring/decimal"
 	"github.com/venna/metering/internal/apierr"
 	"github.com/venna/metering/internal/sqlset"
-	"github.com/venna/metering/invoice"
 )
 
 var (
@@ -481,29 +480,17 @@ func (s *Server) queryUsage(ctx context.Context, q usageQuery) ([]usageRow, erro
 	return out, nil
 }
 
-// cost prices u, a model's usage by workspace ws, as its invoice does: at the price ws pays
-// in force at t (its own price for the model, else the price book's), by the invoice's
-// token classes (input is the uncached prompt, cached_input the cached prompt, output every
-// completion token, reasoning and prediction tokens included), less the workspace's
-// discount in force at t. Exact, never rounded. It reports false when the model has no
+// cost prices u, a model's usage by workspace ws, as its invoice does (invoice.PriceBook.Cost):
+// input is the uncached prompt, cached_input the cached prompt, output every completion
+// token, reasoning and prediction tokens included. It reports false when the model has no
 // price then.
 func (s *Server) cost(ws, model string, t time.Time, u UsageResult) (decimal.Decimal, bool) {
 	if s.prices == nil {
-		return decimal.Zero, false
-	}
-	p, err := s.prices.For(ws, model, t)
-	if err != nil {
 		return decimal.Zero, false
 	}
 	uncached := uint64(0)
 	if u.InputTokens > u.InputCachedTokens {
 		uncached = u.InputTokens - u.InputCachedTokens
 	}
-	c := invoice.Amount(uncached, p.PerMillion[invoice.ClassInput]).
-		Add(invoice.Amount(u.InputCachedTokens, p.PerMillion[invoice.ClassCachedInput])).
-		Add(invoice.Amount(u.OutputTokens, p.PerMillion[invoice.ClassOutput]))
-	if pct := s.prices.DiscountAt(ws, t); !pct.IsZero() {
-		c = c.Sub(c.Mul(pct).Shift(-2))
-	}
-	return c, true
+	return s.prices.Cost(ws, model, t, uncached, u.InputCachedTokens, u.OutputTokens)
 }

@@ -63,6 +63,7 @@ type Gateway struct {
 	log    *slog.Logger
 	now    func() time.Time
 	m      *metrics
+	limits Limiter // nil: no budgets or rate limits
 
 	onServed func(total, upstream time.Duration) // benchmarks: each chat request's timings
 }
@@ -244,6 +245,9 @@ func (g *Gateway) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	start := g.now()
 	sw := &statusWriter{ResponseWriter: w}
 	model, stream := g.serveChat(sw, r, start)
+	if sw.admitted {
+		g.settle(sw.principal, sw.admission, sw.event)
+	}
 	total := g.now().Sub(start)
 	g.m.observe(model, sw.status, total, sw.upstream, stream)
 	if g.onServed != nil {
@@ -294,6 +298,13 @@ func (g *Gateway) serveChat(w http.ResponseWriter, r *http.Request, start time.T
 		return
 	}
 	label, stream = route.Model, req.Stream
+	adm, ok := g.admit(w, p, route.Model, body)
+	if !ok {
+		return
+	}
+	if sw, ok := w.(*statusWriter); ok {
+		sw.admitted, sw.principal, sw.admission = true, p, adm
+	}
 	body, wantsUsage, err := prepareBody(body, route.UpstreamModel, req.Stream)
 	if err != nil {
 		apierr.Write(w, http.StatusBadRequest, "invalid_request_error", "invalid_json", err.Error(), "")
@@ -377,7 +388,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, p apikey.Princ
 	respBody, err := readN(resp.Body, resp.ContentLength)
 	upstreamTook(w, g.now().Sub(upStart))
 	if err != nil {
-		g.recordFailure(p, route, start, false, http.StatusBadGateway)
+		g.recordFailure(w, p, route, start, false, http.StatusBadGateway)
 		if errors.Is(err, context.DeadlineExceeded) {
 			apierr.Write(w, http.StatusGatewayTimeout, "upstream_error", "upstream_timeout", "The upstream provider did not answer in time.", "")
 			return
@@ -386,13 +397,13 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, p apikey.Princ
 		return
 	}
 	if resp.StatusCode != http.StatusOK {
-		g.recordFailure(p, route, start, false, resp.StatusCode)
+		g.recordFailure(w, p, route, start, false, resp.StatusCode)
 		g.upstreamFailed(w, route, resp.StatusCode, respBody)
 		return
 	}
 	a, err := parseAnswer(respBody)
 	if err != nil {
-		g.recordFailure(p, route, start, false, http.StatusBadGateway)
+		g.recordFailure(w, p, route, start, false, http.StatusBadGateway)
 		apierr.Write(w, http.StatusBadGateway, "upstream_error", "upstream_bad_response", "The upstream provider answered with invalid JSON.", "")
 		return
 	}
@@ -411,7 +422,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, p apikey.Princ
 	}
 	// The event is durable before the client sees its completion: a completion that got a
 	// 200 always has its event.
-	if err := g.pub.Publish(r.Context(), ev); err != nil {
+	if err := g.emit(r.Context(), w, ev); err != nil {
 		g.log.Error("usage event not recorded; completion withheld", "workspace", ev.WorkspaceID, "event_id", ev.EventID, "err", err)
 		apierr.Write(w, http.StatusServiceUnavailable, "server_error", "usage_unavailable",
 			"The completion could not be metered; retry shortly.", "")

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/venna/metering/apikey"
+	"github.com/venna/metering/schema"
 )
 
 // metrics are the gateway's Prometheus series; a nil *metrics records nothing.
@@ -80,6 +82,12 @@ type statusWriter struct {
 	http.ResponseWriter
 	status   int
 	upstream time.Duration // the upstream exchange, for the added-latency histogram
+	// What the limiter settles once the request is served: whether it was admitted, and
+	// the usage event recorded for it (none: nothing was used).
+	admitted  bool
+	principal apikey.Principal
+	admission Admission
+	event     schema.UsageEvent
 }
 
 func (w *statusWriter) WriteHeader(code int) {

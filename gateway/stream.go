@@ -41,7 +41,7 @@ func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, p apikey
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		g.recordFailure(p, route, start, true, resp.StatusCode)
+		g.recordFailure(w, p, route, start, true, resp.StatusCode)
 		g.upstreamFailed(w, route, resp.StatusCode, b)
 		return
 	}
@@ -68,7 +68,7 @@ func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, p apikey
 			ev.CompletionTokens = countTokens(generatedText(payloads))
 			ev.TotalTokens = ev.PromptTokens + ev.CompletionTokens
 		}
-		if err := g.pub.Publish(context.Background(), ev); err != nil {
+		if err := g.emit(context.Background(), w, ev); err != nil {
 			// The client already has the completion: nothing to withhold. Loud, never silent.
 			g.log.Error("usage event of a streamed completion not recorded", "workspace", ev.WorkspaceID, "event_id", ev.EventID, "err", err)
 		}

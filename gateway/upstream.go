@@ -149,7 +149,7 @@ func (g *Gateway) callUpstream(ctx context.Context, w http.ResponseWriter, r *ht
 	if r.Context().Err() == nil {
 		g.log.Warn("upstream request failed", "upstream", route.Upstream, "model", route.Model, "err", err)
 	}
-	g.recordFailure(p, route, start, stream, status)
+	g.recordFailure(w, p, route, start, stream, status)
 	apierr.Write(w, status, "upstream_error", code, msg, "")
 	return nil
 }
@@ -165,12 +165,23 @@ func (memBody) Close() error    { return nil }
 
 // recordFailure emits an event with no billable tokens for an exchange that produced no
 // completion, so analysts see upstream error rates. It is best effort: nothing is billed.
-func (g *Gateway) recordFailure(p apikey.Principal, route Route, start time.Time, stream bool, httpStatus int) {
+func (g *Gateway) recordFailure(w http.ResponseWriter, p apikey.Principal, route Route, start time.Time, stream bool, httpStatus int) {
 	ev := g.newEvent(p, route, start, stream)
 	ev.Status = schema.StatusUpstreamError
 	ev.HTTPStatus = httpStatus
 	ev.LatencyMS = g.now().Sub(start).Milliseconds()
-	if err := g.pub.Publish(context.Background(), ev); err != nil {
+	if err := g.emit(context.Background(), w, ev); err != nil {
 		g.log.Warn("failed-request event not recorded", "model", route.Model, "err", err)
 	}
+}
+
+// emit publishes a request's usage event and keeps it for the limiter to settle.
+func (g *Gateway) emit(ctx context.Context, w http.ResponseWriter, ev schema.UsageEvent) error {
+	if err := g.pub.Publish(ctx, ev); err != nil {
+		return err
+	}
+	if sw, ok := w.(*statusWriter); ok {
+		sw.event = ev
+	}
+	return nil
 }

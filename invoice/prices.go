@@ -347,3 +347,50 @@ func (pb *PriceBook) Sync(ctx context.Context, conn driver.Conn, database string
 	}
 	return nil
 }
+
+// Cost prices usage of model by workspaceID at t as its invoice does: input (the uncached
+// prompt), cached input and output tokens at the price workspaceID pays in force at t, less
+// its discount in force at t. Exact, never rounded. It reports false when model has no
+// price then.
+func (pb *PriceBook) Cost(workspaceID, model string, t time.Time, input, cached, output uint64) (decimal.Decimal, bool) {
+	p, err := pb.For(workspaceID, model, t)
+	if err != nil {
+		return decimal.Zero, false
+	}
+	c := Amount(input, p.PerMillion[ClassInput]).
+		Add(Amount(cached, p.PerMillion[ClassCachedInput])).
+		Add(Amount(output, p.PerMillion[ClassOutput]))
+	if pct := pb.DiscountAt(workspaceID, t); !pct.IsZero() {
+		c = c.Sub(c.Mul(pct).Shift(-2))
+	}
+	return c, true
+}
+
+// Models lists the models with a price (in the book or a workspace's own), sorted.
+func (pb *PriceBook) Models() []string {
+	set := map[string]bool{}
+	for m := range pb.prices {
+		set[m] = true
+	}
+	for _, ov := range pb.overrides {
+		for m := range ov.Prices {
+			set[m] = true
+		}
+	}
+	out := make([]string, 0, len(set))
+	for m := range set {
+		out = append(out, m)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// OverriddenWorkspaces lists the workspaces with prices or discounts of their own, sorted.
+func (pb *PriceBook) OverriddenWorkspaces() []string {
+	out := make([]string, 0, len(pb.overrides))
+	for ws := range pb.overrides {
+		out = append(out, ws)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -84,6 +84,10 @@ var placements = map[string]string{
 	"invoices":      onEveryServer,
 	"invoice_lines": onEveryServer,
 	"invoice_items": onEveryServer,
+	// Spend control: a few rows per workspace, read by every gateway's snapshot.
+	"budgets":      onEveryServer,
+	"rate_limits":  onEveryServer,
+	"spend_alerts": onEveryServer,
 }
 
 var (

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs (if missing) and starts/stops the real services Venna needs on one machine:
-# a ClickHouse and a single-node Apache Kafka broker in KRaft mode, each as a plain
-# process with its config and data under $VENNA_STATE_DIR, on ports of ours.
+# a ClickHouse, a single-node Apache Kafka broker in KRaft mode and a Redis (what gateway
+# replicas share budgets and rate limits through), each as a plain process with its config
+# and data under $VENNA_STATE_DIR, on ports of ours.
 #
-#   scripts/services.sh start   # install + start both, wait until they answer
-#   scripts/services.sh stop    # stop both
+#   scripts/services.sh start   # install + start all three, wait until they answer
+#   scripts/services.sh stop    # stop them
 #   scripts/services.sh env     # print the env vars that point Venna and the tests at them
-#   scripts/services.sh kafka-stop | kafka-start | clickhouse-stop | clickhouse-start
+#   scripts/services.sh kafka-stop | kafka-start | clickhouse-stop | clickhouse-start | redis-stop | redis-start
 #
 # VENNA_CLICKHOUSE_ENGINE picks the ClickHouse:
 #   18.16 (default)  Debian's clickhouse-server, native protocol on VENNA_CH_TCP_PORT, HTTP on
@@ -31,6 +32,7 @@ CHDB_VERSION=26.9.0
 CHDB_VENV="$CACHE/chdb-core-$CHDB_VERSION"
 KAFKA_PORT=${VENNA_KAFKA_PORT:-19092}
 KAFKA_CONTROLLER_PORT=${VENNA_KAFKA_CONTROLLER_PORT:-19093}
+REDIS_PORT=${VENNA_REDIS_PORT:-16379}
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/deploy/kafka/pom.xml")
 KAFKA_JARS="$CACHE/kafka-$KAFKA_VERSION"
 
@@ -230,6 +232,29 @@ kafka_stop() { stop_pid "$STATE/kafka/pid" "${1:-TERM}"; }
 # print_env prints what points Venna and the tests at these services. The tests also
 # read VENNA_CLICKHOUSE_ENGINE (what a test that needs a server feature the harness lacks
 # skips on) and VENNA_TEST_CLICKHOUSE_* (the other endpoints of the same server).
+install_redis() {
+  command -v redis-server >/dev/null && return 0
+  log "installing redis-server from Debian"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq redis-server >/dev/null
+}
+
+redis_start() {
+  install_redis
+  local dir="$STATE/redis"
+  if pid_alive "$dir/pid" && port_open "$REDIS_PORT"; then return 0; fi
+  mkdir -p "$dir"
+  log "starting Redis $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') on 127.0.0.1:$REDIS_PORT"
+  # Spend counters are rebuilt from ClickHouse when lost: no persistence needed.
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$dir" --save "" --appendonly no \
+    --daemonize no --protected-mode yes >"$dir/redis.log" 2>&1 &
+  echo $! > "$dir/pid"
+  wait_for redis 20 redis-cli -p "$REDIS_PORT" ping
+}
+
+redis_stop() { stop_pid "$STATE/redis/pid" "${1:-TERM}"; }
+
 print_env() {
   case "$CH_ENGINE" in
     26.9) cat <<ENV
@@ -254,17 +279,20 @@ ENV
       ;;
   esac
   echo "export VENNA_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
+  echo "export VENNA_REDIS_ADDR=127.0.0.1:$REDIS_PORT"
 }
 
 case "${1:-}" in
-  start) clickhouse_start; kafka_start; print_env ;;
-  stop) kafka_stop; clickhouse_stop ;;
+  start) clickhouse_start; kafka_start; redis_start; print_env ;;
+  stop) redis_stop; kafka_stop; clickhouse_stop ;;
   env) print_env ;;
   clickhouse-start) clickhouse_start ;;
   clickhouse-stop) clickhouse_stop "${2:-TERM}" ;;
   kafka-start) kafka_start ;;
   kafka-stop) kafka_stop "${2:-TERM}" ;;
-  fetch) fetch_kafka; install_clickhouse; install_chdb ;;
+  redis-start) redis_start ;;
+  redis-stop) redis_stop "${2:-TERM}" ;;
+  fetch) fetch_kafka; install_clickhouse; install_chdb; install_redis ;;
   kafka-cluster-id) for _ in $(seq "${2:-1}"); do kafka_cluster_id; done ;;
-  *) echo "usage: $0 start|stop|env|fetch|kafka-start|kafka-stop [SIG]|clickhouse-start|clickhouse-stop [SIG]|kafka-cluster-id [N]" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|env|fetch|kafka-start|kafka-stop [SIG]|clickhouse-start|clickhouse-stop [SIG]|redis-start|redis-stop [SIG]|kafka-cluster-id [N]" >&2; exit 2 ;;
 esac

@@ -48,21 +48,23 @@ services() { # services ENGINE-or-kafka COMMAND: scripts/services.sh with that p
   local part=$1; shift
   case "$part" in
     kafka) VENNA_STATE_DIR=$BASE/kafka scripts/services.sh "$@" ;;
+    redis) VENNA_STATE_DIR=$BASE/redis scripts/services.sh "$@" ;;
     18.16) VENNA_STATE_DIR=$BASE/ch-18.16 VENNA_CLICKHOUSE_ENGINE=18.16 VENNA_CH_TCP_PORT=$P \
              VENNA_CH_HTTP_PORT=$((P + 123)) VENNA_CH_TLS_PORT=$((P + 440)) scripts/services.sh "$@" ;;
     26.9) VENNA_STATE_DIR=$BASE/ch-26.9 VENNA_CLICKHOUSE_ENGINE=26.9 VENNA_CH_HTTP_PORT=$((P + 124)) \
              VENNA_CH_TLS_PORT=$((P + 443)) scripts/services.sh "$@" ;;
   esac
 }
-export VENNA_KAFKA_PORT=$((P + 92)) VENNA_KAFKA_CONTROLLER_PORT=$((P + 93))
+export VENNA_KAFKA_PORT=$((P + 92)) VENNA_KAFKA_CONTROLLER_PORT=$((P + 93)) VENNA_REDIS_PORT=$((P + 379))
 # One CA for every server the suite starts, its fault tests' private ones included.
 export VENNA_TLS_DIR=$BASE/tls
 
-stop_all() { services kafka stop; services 18.16 clickhouse-stop; services 26.9 clickhouse-stop; }
+stop_all() { services redis redis-stop; services kafka kafka-stop; services 18.16 clickhouse-stop; services 26.9 clickhouse-stop; }
 stop_all >/dev/null 2>&1 || true
 rm -rf "$BASE"
 trap 'stop_all; rm -rf "$BASE"' EXIT
 services kafka kafka-start
+services redis redis-start
 services 18.16 clickhouse-start
 services 26.9 clickhouse-start
 

@@ -34,6 +34,13 @@ type Config struct {
 	SpoolMaxBytes   int64
 	SpoolSync       time.Duration
 
+	RedisAddr     string
+	RedisPassword string
+	SpendRefresh  time.Duration
+	SpendSync     time.Duration
+	LimitsFail    string
+	AlertSchedule string
+
 	IngestGroup         string
 	IngestBatchSize     int
 	IngestFlushInterval time.Duration
@@ -126,6 +133,11 @@ func (c *Config) settings() []setting {
 		{"spool-dir", "VENNA_SPOOL_DIR", "data/spool", "gateway's write-ahead spool of usage events (one per gateway process)", str(&c.SpoolDir)},
 		{"spool-max-bytes", "VENNA_SPOOL_MAX_BYTES", "1073741824", "spool size at which the gateway refuses completions (503)", num64(&c.SpoolMaxBytes)},
 		{"spool-sync-interval", "VENNA_SPOOL_SYNC_INTERVAL", "100ms", "fsync period of the spool; negative = fsync every event", dur(&c.SpoolSync)},
+		{"redis-addr", "VENNA_REDIS_ADDR", "", "Redis host:port the gateways share spend and rate limits through (empty: each gateway counts alone)", str(&c.RedisAddr)},
+		{"redis-password", "VENNA_REDIS_PASSWORD", "", "Redis password", str(&c.RedisPassword)},
+		{"spend-refresh", "VENNA_SPEND_REFRESH", "2s", "how often gateways read budgets, rate limits and month-to-date spend from ClickHouse", dur(&c.SpendRefresh)},
+		{"spend-sync-interval", "VENNA_SPEND_SYNC_INTERVAL", "100ms", "how often a gateway exchanges its spend and liveness with Redis", dur(&c.SpendSync)},
+		{"limits-on-failure", "VENNA_LIMITS_ON_FAILURE", "open", "when Redis or ClickHouse cannot be read: open (serve within the last known state) or closed (503 for limited workspaces)", str(&c.LimitsFail)},
 		{"ingest-group", "VENNA_INGEST_GROUP", "venna-ingest", "Kafka consumer group of the ingest role", str(&c.IngestGroup)},
 		{"ingest-batch-size", "VENNA_INGEST_BATCH_SIZE", "50000", "events per ClickHouse insert", num(&c.IngestBatchSize)},
 		{"ingest-flush-interval", "VENNA_INGEST_FLUSH_INTERVAL", "1s", "longest wait before a partial batch is inserted", dur(&c.IngestFlushInterval)},
@@ -134,6 +146,7 @@ func (c *Config) settings() []setting {
 		{"aggregate-schedule", "VENNA_AGGREGATE_SCHEDULE", "@every 1m", "cron schedule of the hourly rollup", str(&c.AggregateSchedule)},
 		{"invoice-schedule", "VENNA_INVOICE_SCHEDULE", "@every 5m", "cron schedule of the invoice run (current and previous month)", str(&c.InvoiceSchedule)},
 		{"invoice-grace", "VENNA_INVOICE_GRACE", "72h", "how long after a period ends its invoice stays a draft", dur(&c.InvoiceGrace)},
+		{"alert-schedule", "VENNA_ALERT_SCHEDULE", "@every 1m", "cron schedule of the budget alerts job", str(&c.AlertSchedule)},
 		{"aggregate-metrics-addr", "VENNA_AGGREGATE_METRICS_ADDR", "127.0.0.1:9102", "aggregate role's /healthz, /readyz and /metrics listen address (empty: none)", str(&c.AggregateMetrics)},
 		{"sim-addr", "VENNA_SIM_ADDR", "127.0.0.1:18090", "listen address of the simulated upstream", str(&c.SimAddr)},
 		{"sim-api-key", "VENNA_SIM_API_KEY", "", "API key the simulated upstream requires (empty: none)", str(&c.SimAPIKey)},
@@ -163,7 +176,7 @@ func (c *Config) bind(fs *flag.FlagSet) {
 }
 
 // secretSettings are never shown as flag defaults in -h.
-var secretSettings = map[string]bool{"VENNA_CLICKHOUSE_PASSWORD": true, "VENNA_ADMIN_TOKEN": true, "VENNA_SIM_API_KEY": true}
+var secretSettings = map[string]bool{"VENNA_CLICKHOUSE_PASSWORD": true, "VENNA_ADMIN_TOKEN": true, "VENNA_SIM_API_KEY": true, "VENNA_REDIS_PASSWORD": true}
 
 func (c *Config) brokers() []string {
 	var out []string

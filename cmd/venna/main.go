@@ -40,6 +40,10 @@ Admin:
   invoice finalize|void --workspace ID INVOICE_ID
   invoice export --workspace ID [--format csv|html|json] INVOICE_ID
   invoice reconcile --workspace ID INVOICE_ID
+  budget set --workspace ID [--key KEY_ID] --monthly-usd N [--thresholds 50,80,100] [--hard]
+  budget clear --workspace ID [--key KEY_ID]
+  budget show --workspace ID       the month so far against budgets and limits, and its alerts
+  ratelimit set --workspace ID [--key KEY_ID] [--rpm N] [--tpm N]
   dlq redrive [--limit N]          put dead-lettered events that now validate back on the usage topic
   demo [--requests N]              send traffic for two new workspaces, print usage and invoices
   config-table                     print the configuration reference (Markdown)
@@ -100,6 +104,8 @@ func commands() map[string]struct {
 		"workspace":    {run: runWorkspace, extra: workspaceFlags},
 		"key":          {run: runKey, extra: keyFlags},
 		"invoice":      {run: runInvoice, extra: invoiceFlags},
+		"budget":       {run: runBudget, extra: budgetFlags},
+		"ratelimit":    {run: runRateLimit, extra: rateLimitFlags},
 		"demo":         {run: runDemo, extra: demoFlags},
 		"config-table": {run: func(_ context.Context, env *Env, _ []string) error { fmt.Fprint(env.Out, configTable()); return nil }},
 	}

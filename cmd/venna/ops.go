@@ -22,19 +22,21 @@ type jobMetrics struct {
 	duration  *prometheus.HistogramVec
 	watermark prometheus.Gauge
 	unbilled  prometheus.Gauge
+	alerts    *prometheus.CounterVec
 }
 
 // Job labels.
 const (
 	jobRollup  = "rollup"
 	jobInvoice = "invoice"
+	jobAlerts  = "alerts"
 )
 
 func newJobMetrics() *jobMetrics {
 	m := &jobMetrics{
 		reg: prometheus.NewRegistry(),
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "venna_aggregate_runs_total",
-			Help: "Runs of the aggregator's jobs (rollup: hourly and daily rollups; invoice: current and previous month)."}, []string{"job"}),
+			Help: "Runs of the aggregator's jobs (rollup: hourly and daily rollups; invoice: current and previous month; alerts: budget alerts)."}, []string{"job"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "venna_aggregate_run_failures_total",
 			Help: "Runs that ended in an error (an invoice run counts as failed when any workspace was not invoiced)."}, []string{"job"}),
 		lastOK: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "venna_aggregate_last_success_timestamp_seconds",
@@ -45,13 +47,17 @@ func newJobMetrics() *jobMetrics {
 			Help: "ingested_at (Unix time) up to which raw events are rolled up; now minus this is the rollups' staleness."}),
 		unbilled: prometheus.NewGauge(prometheus.GaugeOpts{Name: "venna_aggregate_invoice_failed_workspaces",
 			Help: "Workspaces the last invoice run could not invoice (e.g. usage of a model with no price)."}),
+		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "venna_spend_alerts_total",
+			Help: "Budget alerts raised, by type (budget.threshold_reached, budget.exceeded)."}, []string{"type"}),
 	}
-	for _, job := range []string{jobRollup, jobInvoice} { // series from the start, so rate() and alerts have them
+	for _, job := range []string{jobRollup, jobInvoice, jobAlerts} { // series from the start, so rate() and alerts have them
 		m.runs.WithLabelValues(job)
 		m.failures.WithLabelValues(job)
 		m.lastOK.WithLabelValues(job)
 	}
-	m.reg.MustRegister(m.runs, m.failures, m.lastOK, m.duration, m.watermark, m.unbilled,
+	m.alerts.WithLabelValues("budget.threshold_reached")
+	m.alerts.WithLabelValues("budget.exceeded")
+	m.reg.MustRegister(m.runs, m.failures, m.lastOK, m.duration, m.watermark, m.unbilled, m.alerts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -73,6 +79,12 @@ func (m *jobMetrics) observe(job string, start time.Time, err *error) {
 func (m *jobMetrics) setWatermark(t time.Time) {
 	if m != nil && !t.IsZero() {
 		m.watermark.Set(float64(t.Unix()))
+	}
+}
+
+func (m *jobMetrics) alert(typ string) {
+	if m != nil {
+		m.alerts.WithLabelValues(typ).Inc()
 	}
 }
 

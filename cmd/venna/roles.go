@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 	"github.com/robfig/cron/v3"
 	"github.com/venna/metering/aggregate"
 	"github.com/venna/metering/api"
@@ -25,6 +27,7 @@ import (
 	"github.com/venna/metering/invoice"
 	"github.com/venna/metering/schema"
 	"github.com/venna/metering/simupstream"
+	"github.com/venna/metering/spend"
 )
 
 func openDB(ctx context.Context, env *Env) (driver.Conn, error) {
@@ -64,6 +67,37 @@ func newAuthenticator(ctx context.Context, env *Env, conn driver.Conn) (*apikey.
 	return auth, nil
 }
 
+// newLimiter is the gateway's spend and rate limiter, sharing through Redis when
+// VENNA_REDIS_ADDR names one; it runs until ctx ends.
+func newLimiter(ctx context.Context, env *Env, conn driver.Conn) (*spend.Limiter, error) {
+	c := env.Config
+	prices, err := invoice.LoadPriceBook(c.PricesFile)
+	if err != nil {
+		return nil, err
+	}
+	cfg := spend.LimiterConfig{Refresh: c.SpendRefresh, SyncInterval: c.SpendSync}
+	switch c.LimitsFail {
+	case "open":
+	case "closed":
+		cfg.FailClosed = true
+	default:
+		return nil, fmt.Errorf("limits-on-failure (VENNA_LIMITS_ON_FAILURE) is %q: use open or closed", c.LimitsFail)
+	}
+	if c.RedisAddr != "" {
+		rdb := redis.NewClient(&redis.Options{Addr: c.RedisAddr, Password: c.RedisPassword,
+			DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second})
+		host, _ := os.Hostname()
+		id := fmt.Sprintf("%s-%d-%d", host, os.Getpid(), time.Now().UnixNano())
+		cfg.Shared = spend.NewRedisShared(rdb, c.ClickHouse.Database, id, max(3*c.SpendSync, time.Second))
+	}
+	l, err := spend.NewLimiter(ctx, cfg, spend.NewStore(conn, c.ClickHouse.Database), prices, env.Log)
+	if err != nil {
+		return nil, fmt.Errorf("spend limits (did 'venna migrate' run?): %w", err)
+	}
+	go l.Run(ctx)
+	return l, nil
+}
+
 func runGateway(ctx context.Context, env *Env, _ []string) error {
 	c := env.Config
 	routes, err := gateway.LoadRoutes(c.RoutesFile)
@@ -88,9 +122,17 @@ func runGateway(ctx context.Context, env *Env, _ []string) error {
 	if err != nil {
 		return err
 	}
+	limiter, err := newLimiter(ctx, env, conn)
+	if err != nil {
+		return err
+	}
+	gw.SetLimiter(limiter)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err := gw.Instrument(reg); err != nil {
+		return err
+	}
+	if err := limiter.Instrument(reg); err != nil {
 		return err
 	}
 	mux := http.NewServeMux()
@@ -137,12 +179,13 @@ func aggregateFlags(fs *flag.FlagSet) {
 
 // jobs are the aggregator's scheduled jobs.
 type jobs struct {
-	env  *Env
-	agg  *aggregate.Aggregator
-	inv  *invoice.Invoicer
-	mu   sync.Mutex // one job at a time in this process
-	now  func() time.Time
-	last error
+	env    *Env
+	agg    *aggregate.Aggregator
+	inv    *invoice.Invoicer
+	alerts *spend.Alerter
+	mu     sync.Mutex // one job at a time in this process
+	now    func() time.Time
+	last   error
 
 	metrics *jobMetrics // nil: none (ops.go)
 }
@@ -164,7 +207,9 @@ func newJobs(ctx context.Context, env *Env, conn driver.Conn) (*jobs, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &jobs{env: env, agg: agg, inv: inv, now: time.Now}, nil
+	j := &jobs{env: env, agg: agg, inv: inv, now: time.Now}
+	j.alerts = spend.NewAlerter(spend.NewStore(conn, c.ClickHouse.Database), prices, env.Log, func(a spend.Alert) { j.metrics.alert(a.Type) })
+	return j, nil
 }
 
 func (j *jobs) rollup(ctx context.Context) (err error) {
@@ -210,6 +255,22 @@ func (j *jobs) invoices(ctx context.Context) (err error) {
 	return errors.Join(errs...)
 }
 
+// budgetAlerts raises the budgets' alerts of the month so far.
+func (j *jobs) budgetAlerts(ctx context.Context) (err error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	defer j.metrics.observe(jobAlerts, time.Now(), &err)
+	raised, err := j.alerts.Run(ctx)
+	if err != nil {
+		j.env.Log.Error("budget alerts failed", "err", err)
+		return err
+	}
+	if len(raised) > 0 {
+		j.env.Log.Info("budget alerts done", "raised", len(raised))
+	}
+	return nil
+}
+
 func runAggregate(ctx context.Context, env *Env, _ []string) error {
 	conn, err := openDB(ctx, env)
 	if err != nil {
@@ -221,7 +282,7 @@ func runAggregate(ctx context.Context, env *Env, _ []string) error {
 		return err
 	}
 	if aggregateOnce != nil && *aggregateOnce {
-		return errors.Join(j.rollup(ctx), j.invoices(ctx))
+		return errors.Join(j.rollup(ctx), j.invoices(ctx), j.budgetAlerts(ctx))
 	}
 	j.metrics = newJobMetrics()
 	return withOps(ctx, env, "aggregate-ops", env.Config.AggregateMetrics, opsHandler(j.metrics.reg, conn), j.schedule)
@@ -236,6 +297,9 @@ func (j *jobs) schedule(ctx context.Context) error {
 	}
 	if _, err := c.AddFunc(j.env.Config.InvoiceSchedule, func() { j.invoices(ctx) }); err != nil {
 		return fmt.Errorf("invoice-schedule %q: %w", j.env.Config.InvoiceSchedule, err)
+	}
+	if _, err := c.AddFunc(j.env.Config.AlertSchedule, func() { j.budgetAlerts(ctx) }); err != nil {
+		return fmt.Errorf("alert-schedule %q: %w", j.env.Config.AlertSchedule, err)
 	}
 	c.Start()
 	j.env.Log.Info("scheduled", "rollup", j.env.Config.AggregateSchedule, "invoices", j.env.Config.InvoiceSchedule)
@@ -264,7 +328,8 @@ func runAPI(ctx context.Context, env *Env, _ []string) error {
 		return err
 	}
 	srv, err := api.New(api.Config{Database: c.ClickHouse.Database, AdminToken: c.AdminToken}, conn, auth, inv, env.Log,
-		api.WithPrices(prices), api.WithAdmin(apikey.NewStore(conn, c.ClickHouse.Database), inv))
+		api.WithPrices(prices), api.WithAdmin(apikey.NewStore(conn, c.ClickHouse.Database), inv),
+		api.WithSpend(spend.NewStore(conn, c.ClickHouse.Database)))
 	if err != nil {
 		return err
 	}

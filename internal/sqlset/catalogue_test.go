@@ -25,10 +25,12 @@ import (
 	"github.com/venna/metering/internal/testenv"
 	"github.com/venna/metering/invoice"
 	"github.com/venna/metering/schema"
+	"github.com/venna/metering/spend"
 )
 
 // catalogues is every package's statements, as the packages send them.
-var catalogues = []*sqlset.Set{schema.Queries, ingest.Queries, apikey.Queries, aggregate.Queries, invoice.Queries, api.Queries, mainQueries()}
+var catalogues = []*sqlset.Set{schema.Queries, ingest.Queries, apikey.Queries, aggregate.Queries, invoice.Queries, api.Queries,
+	spend.Queries, mainQueries()}
 
 // mainQueries reads cmd/venna's catalogue (a main package cannot be imported).
 func mainQueries() *sqlset.Set {

@@ -235,6 +235,26 @@ func (f *fixture) examples() []example {
 		// inv_c_old's lines are in invoice_lines only, as before migration 0003: upgraded.
 		{set: "invoice", name: "upgrade_invoice_lines"},
 
+		// Spend control.
+		{set: "spend", name: "insert_budget", rows: [][]any{
+			{"ws_a", "", f.old, uint8(1), d("10"), []uint8{50, 80, 100}, uint8(1), uint64(1)},
+			{"ws_a", "", f.month, uint8(1), d("0.05"), []uint8{50, 100}, uint8(1), uint64(2)},
+			{"ws_a", "key_a2", f.month, uint8(1), d("0.01"), []uint8{}, uint8(0), uint64(3)},
+			{"ws_b", "", f.prev, uint8(0), d("0"), []uint8{}, uint8(0), uint64(4)},
+		}},
+		{set: "spend", name: "insert_rate_limit", rows: [][]any{
+			{"ws_a", "", f.old, uint32(600), uint64(100000), uint64(1)},
+			{"ws_a", "key_a1", f.month, uint32(60), uint64(0), uint64(2)},
+		}},
+		{set: "spend", name: "insert_alert", rows: [][]any{
+			{"alert_1", "budget.threshold_reached", "ws_a", "", f.month, uint16(50), d("0.05"), d("0.03"), uint8(1), f.ingested, uint64(5)},
+			{"alert_2", "budget.exceeded", "ws_a", "", f.month, uint16(100), d("0.05"), d("0.06"), uint8(1), f.ingested, uint64(6)},
+		}},
+		{set: "spend", name: "budgets"},
+		{set: "spend", name: "rate_limits"},
+		{set: "spend", name: "alerts", fill: []string{"since", unix(f.prev)}, args: []any{"ws_a"}},
+		{set: "spend", name: "alerted", fill: []string{"period", unix(f.month)}},
+
 		// Rollups.
 		{set: "aggregate", name: "read_watermark", args: []any{"usage_hourly"}},
 		{set: "aggregate", name: "touched_hours", args: []any{time.Unix(0, 0).UTC()}},
@@ -263,6 +283,10 @@ func (f *fixture) examples() []example {
 			"cond", usageCond("hour", f.hour.Add(-72*time.Hour), f.hour)}, args: []any{"ws_b", []string{"venna-1"}}},
 		{set: "api", name: "usage_raw", fill: []string{"width", "60", "key", "api_key_id", "seg", segment("occurred_at"),
 			"cond", usageCond("occurred_at", f.prev, twoMonths)}, args: []any{"ws_c", []string{"venna-1-mini"}}},
+		{set: "spend", name: "watermark"},
+		{set: "spend", name: "spend_daily", fill: []string{"seg", segment("day"), "cond", fmt.Sprintf("day >= toDateTime(%d, 'UTC') AND day < toDateTime(%d, 'UTC')", f.prev.Unix(), twoMonths.Unix())}},
+		{set: "spend", name: "spend_hourly", fill: []string{"seg", segment("hour"), "cond", fmt.Sprintf("workspace_id = 'ws_b' AND hour >= toDateTime(%d, 'UTC')", f.prev.Unix())}},
+		{set: "spend", name: "spend_raw", fill: []string{"seg", segment("occurred_at"), "cond", fmt.Sprintf("occurred_at >= toDateTime(%d, 'UTC')", f.month.Unix())}},
 		{set: "cmd/venna", name: "count_events", fill: []string{"workspaces", "'ws_a','ws_c'"}},
 
 		// The analysts' examples (unqualified: they run in the fixture's database).

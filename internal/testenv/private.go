@@ -10,7 +10,7 @@ import (
 	"testing"
 )
 
-// Services is a private ClickHouse server and Kafka broker for one test that stops and
+// Services is a private ClickHouse server, Kafka broker (and Redis) for one test that stops and
 // restarts them (fault tests), so that it never disturbs tests sharing the main ones.
 type Services struct {
 	t       testing.TB
@@ -30,7 +30,7 @@ func PrivateServices(t testing.TB) *Services {
 		t.Fatalf("VENNA_SERVICES_SCRIPT is not set: this fault test starts and stops its own services; %s", hint)
 	}
 	dir := t.TempDir()
-	ports := freePorts(t, 5)
+	ports := freePorts(t, 6)
 	// The engine (VENNA_CLICKHOUSE_ENGINE) and the TLS directory are the run's, from the
 	// environment: a private server is of the version the suite runs on, and trusted by
 	// the same CA.
@@ -38,7 +38,7 @@ func PrivateServices(t testing.TB) *Services {
 		"VENNA_STATE_DIR="+filepath.Join(dir, "stack"),
 		fmt.Sprintf("VENNA_CH_TCP_PORT=%d", ports[0]), fmt.Sprintf("VENNA_CH_HTTP_PORT=%d", ports[1]),
 		fmt.Sprintf("VENNA_KAFKA_PORT=%d", ports[2]), fmt.Sprintf("VENNA_KAFKA_CONTROLLER_PORT=%d", ports[3]),
-		fmt.Sprintf("VENNA_CH_TLS_PORT=%d", ports[4]),
+		fmt.Sprintf("VENNA_CH_TLS_PORT=%d", ports[4]), fmt.Sprintf("VENNA_REDIS_PORT=%d", ports[5]),
 	)}
 	t.Cleanup(func() { s.run("stop") })
 	s.run("start")

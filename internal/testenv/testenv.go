@@ -196,3 +196,14 @@ func ParseURL(raw, db string) (chdb.Config, error) {
 	}
 	return cfg, nil
 }
+
+// RedisAddr returns the Redis the suite shares (VENNA_REDIS_ADDR), failing the test if none
+// is set.
+func RedisAddr(t testing.TB) string {
+	t.Helper()
+	addr := os.Getenv("VENNA_REDIS_ADDR")
+	if addr == "" {
+		t.Fatalf("VENNA_REDIS_ADDR is not set: %s", hint)
+	}
+	return addr
+}
