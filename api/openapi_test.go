@@ -14,6 +14,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/venna/metering/api"
 	"github.com/venna/metering/apikey"
+	"github.com/venna/metering/spend"
 )
 
 type openAPIDoc struct {
@@ -42,7 +43,7 @@ func readOpenAPI(t *testing.T, h http.Handler) (openAPIDoc, []byte) {
 func adminServer(t *testing.T) http.Handler {
 	t.Helper()
 	srv, err := api.New(api.Config{Database: "unused", AdminToken: adminToken}, nil, nil, nil,
-		slog.New(slog.NewTextHandler(io.Discard, nil)), api.WithAdmin(&apikey.Store{}, fakeBilling{}))
+		slog.New(slog.NewTextHandler(io.Discard, nil)), api.WithAdmin(&apikey.Store{}, fakeBilling{}), api.WithSpend(spend.NewStore(nil, "unused")))
 	if err != nil {
 		t.Fatal(err)
 	}

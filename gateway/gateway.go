@@ -245,8 +245,8 @@ func (g *Gateway) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	start := g.now()
 	sw := &statusWriter{ResponseWriter: w}
 	model, stream := g.serveChat(sw, r, start)
-	if sw.admitted {
-		g.settle(sw.principal, sw.admission, sw.event)
+	if sw.admitted && g.limits != nil {
+		g.limits.Settle(sw.principal, sw.admission, sw.event)
 	}
 	total := g.now().Sub(start)
 	g.m.observe(model, sw.status, total, sw.upstream, stream)

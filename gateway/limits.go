@@ -27,6 +27,7 @@ type Admission struct {
 	Refusal  *Refusal         // nil: admitted
 	Headers  RateLimitHeaders // set on every answer, a refusal's included
 	Reserved int64            // tokens taken from token limits at admission; Settle corrects them
+	State    any              // the limiter's own, handed back to Settle
 }
 
 // Refusal is why a request is not admitted: a 429 (budget or rate limit) or a 503 (limits
@@ -40,7 +41,7 @@ type Refusal struct {
 
 // RateLimitHeaders are OpenAI's x-ratelimit-* headers, for whichever limits apply.
 type RateLimitHeaders struct {
-	Requests, Tokens *RateLimitState
+	Requests, Tokens RateLimitState // Limit 0: no such limit, no headers
 }
 
 // RateLimitState is one limit as its headers state it: the limit per minute, what remains
@@ -50,29 +51,67 @@ type RateLimitState struct {
 	Reset            time.Duration
 }
 
+// Header names in canonical form: set into the map as they are, and read by clients
+// without re-canonicalizing.
+var rateLimitHeaderNames = [2][3]string{
+	{"X-Ratelimit-Limit-Requests", "X-Ratelimit-Remaining-Requests", "X-Ratelimit-Reset-Requests"},
+	{"X-Ratelimit-Limit-Tokens", "X-Ratelimit-Remaining-Tokens", "X-Ratelimit-Reset-Tokens"},
+}
+
+// write sets the headers with two allocations whatever their number: every value goes
+// into one string, and the header slices into one array.
 func (h RateLimitHeaders) write(w http.Header) {
-	for _, s := range []struct {
-		kind  string
-		state *RateLimitState
-	}{{"requests", h.Requests}, {"tokens", h.Tokens}} {
-		if s.state == nil {
+	states := [2]RateLimitState{h.Requests, h.Tokens}
+	if states[0].Limit == 0 && states[1].Limit == 0 {
+		return
+	}
+	var buf [128]byte
+	b := buf[:0]
+	var ends [6]int
+	for i, s := range states {
+		if s.Limit == 0 {
 			continue
 		}
-		w.Set("x-ratelimit-limit-"+s.kind, strconv.FormatInt(s.state.Limit, 10))
-		w.Set("x-ratelimit-remaining-"+s.kind, strconv.FormatInt(max(s.state.Remaining, 0), 10))
-		w.Set("x-ratelimit-reset-"+s.kind, formatReset(s.state.Reset))
+		b = strconv.AppendInt(b, s.Limit, 10)
+		ends[3*i] = len(b)
+		b = strconv.AppendInt(b, max(s.Remaining, 0), 10)
+		ends[3*i+1] = len(b)
+		b = appendReset(b, s.Reset)
+		ends[3*i+2] = len(b)
+	}
+	all := string(b)
+	vals := make([]string, 6)
+	start := 0
+	for i, s := range states {
+		if s.Limit == 0 {
+			continue
+		}
+		for j := range 3 {
+			k := 3*i + j
+			vals[k] = all[start:ends[k]]
+			start = ends[k]
+			w[rateLimitHeaderNames[i][j]] = vals[k : k+1 : k+1]
+		}
 	}
 }
 
-// formatReset writes a duration as OpenAI's headers do: "20ms", "1s", "6m0s".
-func formatReset(d time.Duration) string {
+// appendReset writes a duration as OpenAI's headers do: "20ms", "1s", "6m0s".
+func appendReset(b []byte, d time.Duration) []byte {
 	switch {
 	case d <= 0:
-		return "0s"
+		return append(b, "0s"...)
 	case d < time.Second:
-		return strconv.FormatInt(max(d.Milliseconds(), 1), 10) + "ms"
+		return append(strconv.AppendInt(b, max(d.Milliseconds(), 1), 10), "ms"...)
 	}
-	return d.Round(time.Second).String()
+	s := int64(d.Round(time.Second) / time.Second)
+	if s >= 3600 {
+		b = append(strconv.AppendInt(b, s/3600, 10), 'h')
+		s %= 3600
+		b = append(strconv.AppendInt(b, s/60, 10), 'm')
+	} else if s >= 60 {
+		b = append(strconv.AppendInt(b, s/60, 10), 'm')
+	}
+	return append(strconv.AppendInt(b, s%60, 10), 's')
 }
 
 // admit asks the limiter about a request; false means it answered the refusal.
@@ -91,13 +130,6 @@ func (g *Gateway) admit(w http.ResponseWriter, p apikey.Principal, model string,
 		return a, false
 	}
 	return a, true
-}
-
-// settle tells the limiter what an admitted request used.
-func (g *Gateway) settle(p apikey.Principal, a Admission, ev schema.UsageEvent) {
-	if g.limits != nil {
-		g.limits.Settle(p, a, ev)
-	}
 }
 
 // SetLimiter makes the gateway enforce l's budgets and rate limits. Call it before serving.

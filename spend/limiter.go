@@ -60,6 +60,9 @@ func (c LimiterConfig) Validate() error {
 //
 // Spend is counted in nano-USD, each completion's cost rounded up: a budget is never
 // reached later than the exact spend reaches it. Invoices stay exact (package invoice).
+//
+// The request path touches one map entry per request (its principal's) and the state of
+// the two owners it belongs to (its workspace and its key), under one mutex.
 type Limiter struct {
 	cfg    LimiterConfig
 	store  *Store
@@ -67,50 +70,66 @@ type Limiter struct {
 	log    *slog.Logger
 	now    func() time.Time
 
-	view   atomic.Pointer[view]
-	shared atomic.Pointer[sharedView]
+	view atomic.Pointer[view]
 
-	mu      sync.Mutex
-	month   time.Time            // of the ledger
-	ledger  map[string]*served   // by owner: spend this replica served this month
-	buckets map[string]*buckets  // by owner: rate limit buckets
-	base    map[string]int64     // by owner: without Shared, the ClickHouse spend when this replica's ledger began
-	warned  map[string]time.Time // by owner: last refusal logged
+	mu         sync.Mutex
+	month      time.Time // of the ledger
+	monthEnd   time.Time
+	owners     map[string]*ownerState          // by owner name: workspace ID, or "workspace/key"
+	principals map[apikey.Principal]*principal // the owners of each key seen
+	shared     sharedState
 
 	m limiterMetrics
 }
 
-// served is one owner's spend served by this replica in the ledger's month, in nano-USD.
-type served struct {
-	total    int64 // since the ledger began
-	unsynced int64 // not yet added to Shared
+// ownerState is what the limiter knows of one owner: its budget and rate limit (from the
+// snapshot), its spend (ClickHouse's, Shared's, this replica's) and its rate buckets.
+type ownerState struct {
+	name string
+
+	hasBudget bool
+	hard      bool
+	budget    int64 // nano-USD
+	budgetUSD decimal.Decimal
+	hasLimit  bool
+	limit     RateLimit
+
+	ch      int64 // month-to-date spend in the ClickHouse snapshot, nano-USD
+	base    int64 // alone: the ClickHouse spend when this replica's ledger began
+	baseSet bool
+	shared  int64 // every replica's total, as Shared last reported it
+
+	total    int64 // served by this replica since its ledger began (this month)
+	unsynced int64 // of which not yet added to Shared
+
+	buckets    buckets // inline: one cache line less to fetch on the request path
+	hasBuckets bool
+	warned     time.Time // last refusal logged
+}
+
+// principal is a key's two owners.
+type principal struct{ ws, key *ownerState }
+
+// sharedState is how the exchange with Shared went.
+type sharedState struct {
+	ok       bool
+	at       time.Time
+	replicas int
 }
 
 // view is the snapshot of ClickHouse the limiter admits by.
 type view struct {
-	at         time.Time
-	month      time.Time
-	budgets    map[string]Budget
-	limits     map[string]RateLimit
-	budgetNano map[string]int64 // by owner: the budget in nano-USD
-	spent      map[string]int64 // by owner: month-to-date spend in ClickHouse, nano-USD
-	book       map[string]unitPrice
-	own        map[string]map[string]unitPrice // by workspace, model: the workspace's own prices
-	discount   map[string]int64                // by workspace: percent off in millionths
+	at       time.Time
+	month    time.Time
+	limited  map[string]bool // workspaces with a budget or a rate limit, of their own or of a key
+	book     map[string]unitPrice
+	own      map[string]map[string]unitPrice // by workspace, model: the workspace's own prices
+	discount map[string]int64                // by workspace: percent off in millionths
 }
 
 // unitPrice is a model's price per token of each class, in pico-USD (USD per 1M tokens
 // has at most 6 decimals, so this is exact).
 type unitPrice struct{ input, cached, output int64 }
-
-// sharedView is what Shared last reported: every replica's spend, and how many replicas
-// share the rate limits.
-type sharedView struct {
-	at       time.Time
-	ok       bool
-	spent    map[string]int64 // by owner, nano-USD
-	replicas int
-}
 
 // NewLimiter returns a Limiter with a first snapshot read from store; Run keeps it fresh.
 func NewLimiter(ctx context.Context, cfg LimiterConfig, store *Store, prices *invoice.PriceBook, log *slog.Logger) (*Limiter, error) {
@@ -126,13 +145,24 @@ func NewLimiter(ctx context.Context, cfg LimiterConfig, store *Store, prices *in
 	if cfg.StaleAfter == 0 {
 		cfg.StaleAfter = 15 * cfg.Refresh
 	}
-	l := &Limiter{cfg: cfg, store: store, prices: prices, log: log, now: time.Now,
-		ledger: map[string]*served{}, buckets: map[string]*buckets{}, base: map[string]int64{}, warned: map[string]time.Time{}}
-	l.shared.Store(&sharedView{replicas: 1})
+	l := newLimiter(cfg, store, prices, log)
 	if err := l.Refresh(ctx); err != nil {
 		return nil, err
 	}
 	return l, nil
+}
+
+func newLimiter(cfg LimiterConfig, store *Store, prices *invoice.PriceBook, log *slog.Logger) *Limiter {
+	return &Limiter{cfg: cfg, store: store, prices: prices, log: log, now: time.Now,
+		owners: map[string]*ownerState{}, principals: map[apikey.Principal]*principal{}, shared: sharedState{replicas: 1}}
+}
+
+// snapshot is what a refresh read, by owner.
+type snapshot struct {
+	at      time.Time
+	budgets map[string]Budget
+	limits  map[string]RateLimit
+	spent   map[string]int64 // nano-USD
 }
 
 // Refresh reads budgets, rate limits and the month-to-date spend from ClickHouse.
@@ -146,34 +176,79 @@ func (l *Limiter) Refresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	v := &view{at: now, budgets: budgets, limits: limits, budgetNano: map[string]int64{}, spent: map[string]int64{}}
-	v.month, _ = invoice.Month(now)
+	snap := snapshot{at: now, budgets: budgets, limits: limits, spent: map[string]int64{}}
 	if len(budgets) > 0 {
 		ms, err := l.store.MonthToDate(ctx, l.prices, now, "")
 		if err != nil {
 			return err
 		}
 		for o, d := range ms.ByOwner {
-			v.spent[o] = nanoUp(d)
-		}
-		for o, b := range budgets {
-			v.budgetNano[o] = nanoUp(b.MonthlyUSD)
+			snap.spent[o] = nanoUp(d)
 		}
 	}
-	v.book, v.own, v.discount = unitPrices(l.prices, now)
-	l.view.Store(v)
-	l.mu.Lock()
-	if !l.month.Equal(v.month) {
-		// A new month: nothing served yet counts toward it.
-		l.month, l.ledger, l.base = v.month, map[string]*served{}, map[string]int64{}
-	}
-	for o, n := range v.spent {
-		if _, ok := l.base[o]; !ok && l.ledger[o] == nil {
-			l.base[o] = n
-		}
-	}
-	l.mu.Unlock()
+	l.apply(snap)
 	return nil
+}
+
+// apply makes snap what the limiter admits by.
+func (l *Limiter) apply(snap snapshot) {
+	v := &view{at: snap.at, limited: map[string]bool{}}
+	v.month, _ = invoice.Month(snap.at)
+	v.book, v.own, v.discount = unitPrices(l.prices, snap.at)
+	for _, b := range snap.budgets {
+		v.limited[b.WorkspaceID] = true
+	}
+	for _, r := range snap.limits {
+		v.limited[r.WorkspaceID] = true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	newMonth := !l.month.Equal(v.month)
+	l.month, l.monthEnd = v.month, v.month.AddDate(0, 1, 0)
+	for _, o := range l.owners {
+		o.hasBudget, o.hasLimit, o.ch = false, false, 0
+		if newMonth {
+			// A new month: nothing served yet counts toward it.
+			o.base, o.baseSet, o.shared, o.total, o.unsynced = 0, false, 0, 0, 0
+		}
+	}
+	for name, b := range snap.budgets {
+		o := l.ownerLocked(name)
+		o.hasBudget, o.hard, o.budget, o.budgetUSD = true, b.HardLimit, nanoUp(b.MonthlyUSD), b.MonthlyUSD
+	}
+	for name, r := range snap.limits {
+		o := l.ownerLocked(name)
+		o.hasLimit, o.limit = true, r
+	}
+	for name, n := range snap.spent {
+		if o := l.owners[name]; o != nil || snap.budgets[name].WorkspaceID != "" {
+			o = l.ownerLocked(name)
+			o.ch = n
+			if !o.baseSet && o.total == 0 {
+				o.base, o.baseSet = n, true
+			}
+		}
+	}
+	l.view.Store(v)
+}
+
+func (l *Limiter) ownerLocked(name string) *ownerState {
+	o := l.owners[name]
+	if o == nil {
+		o = &ownerState{name: name}
+		l.owners[name] = o
+	}
+	return o
+}
+
+// principalLocked is the owners of p's key.
+func (l *Limiter) principalLocked(p apikey.Principal) *principal {
+	pr := l.principals[p]
+	if pr == nil {
+		pr = &principal{ws: l.ownerLocked(p.WorkspaceID), key: l.ownerLocked(owner(p.WorkspaceID, p.KeyID))}
+		l.principals[p] = pr
+	}
+	return pr
 }
 
 // Run keeps the snapshot fresh and, with Shared, exchanges spend and liveness with the
@@ -218,209 +293,174 @@ type Shared interface {
 
 // sync exchanges what this replica served with Shared.
 func (l *Limiter) sync(ctx context.Context) {
-	v := l.view.Load()
 	l.mu.Lock()
 	month := l.month
-	deltas := map[string]int64{}
-	for o, s := range l.ledger {
-		if s.unsynced != 0 {
-			deltas[o] = s.unsynced
-			s.unsynced = 0
+	deltas, floors := map[string]int64{}, map[string]int64{}
+	var owners []string
+	for name, o := range l.owners {
+		if o.unsynced != 0 {
+			deltas[name] = o.unsynced
+			o.unsynced = 0
+		}
+		if o.hasBudget {
+			owners = append(owners, name)
+			floors[name] = o.ch
 		}
 	}
 	l.mu.Unlock()
-	owners := make([]string, 0, len(v.budgets))
-	for o := range v.budgets {
-		owners = append(owners, o)
-	}
-	totals, replicas, err := l.cfg.Shared.Sync(ctx, month, deltas, v.spent, owners)
+	totals, replicas, err := l.cfg.Shared.Sync(ctx, month, deltas, floors, owners)
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if err != nil {
-		// Nothing is lost: the deltas go back to be synced with the next exchange.
-		l.mu.Lock()
+		// Nothing is lost: the deltas wait for the next exchange, and count meanwhile.
 		if l.month.Equal(month) {
-			for o, d := range deltas {
-				l.served(o).unsynced += d
+			for name, d := range deltas {
+				l.ownerLocked(name).unsynced += d
 			}
 		}
-		l.mu.Unlock()
-		prev := l.shared.Load()
-		if prev.ok && ctx.Err() == nil {
+		if l.shared.ok && ctx.Err() == nil {
 			l.log.Warn("spend store unreachable: admitting by what this replica saw last", "fail_closed", l.cfg.FailClosed, "err", err)
 		}
-		l.shared.Store(&sharedView{at: prev.at, spent: prev.spent, replicas: prev.replicas})
+		l.shared.ok = false
 		l.m.storeUp.Store(false)
 		return
 	}
-	l.shared.Store(&sharedView{at: l.now(), ok: true, spent: totals, replicas: max(replicas, 1)})
+	if l.month.Equal(month) {
+		for _, name := range owners {
+			l.ownerLocked(name).shared = totals[name]
+		}
+	}
+	l.shared = sharedState{ok: true, at: l.now(), replicas: max(replicas, 1)}
 	l.m.storeUp.Store(true)
 }
 
-func (l *Limiter) served(owner string) *served {
-	s := l.ledger[owner]
-	if s == nil {
-		s = &served{}
-		l.ledger[owner] = s
-	}
-	return s
-}
-
-// spentLocked is owner's month-to-date spend as this replica knows it, in nano-USD: with
-// Shared, every replica's totals as last synced plus what this one has not synced yet;
-// alone, the ClickHouse spend when its ledger began plus what it served since. Never less
-// than the current ClickHouse snapshot, which holds every replica's ingested usage.
-func (l *Limiter) spentLocked(v *view, sh *sharedView, owner string) int64 {
-	s := l.ledger[owner]
-	var total, unsynced int64
-	if s != nil {
-		total, unsynced = s.total, s.unsynced
-	}
-	var n int64
+// spentLocked is o's month-to-date spend as this replica knows it, in nano-USD: with
+// Shared, every replica's total as last synced plus what this one has not synced yet
+// (while the store is unreachable, all it serves meanwhile); alone, the ClickHouse spend
+// when its ledger began plus what it served since. Never less than the current ClickHouse
+// snapshot, which holds every replica's ingested usage.
+func (l *Limiter) spentLocked(o *ownerState) int64 {
+	n := o.base + o.total
 	if l.cfg.Shared != nil {
-		// While the store is unreachable, sh.spent is what it said last and unsynced
-		// grows with all this replica serves meanwhile.
-		n = sh.spent[owner] + unsynced
-	} else {
-		n = l.base[owner] + total
+		n = o.shared + o.unsynced
 	}
-	return max(n, v.spent[owner])
+	return max(n, o.ch)
 }
 
-// healthy reports whether the limits can be checked: a current snapshot and, with Shared,
-// a reachable store.
-func (l *Limiter) healthy(v *view, sh *sharedView, now time.Time) bool {
+// healthyLocked reports whether the limits can be checked: a current snapshot and, with
+// Shared, a reachable store.
+func (l *Limiter) healthyLocked(v *view, now time.Time) bool {
 	if now.Sub(v.at) > l.cfg.StaleAfter {
 		return false
 	}
-	return l.cfg.Shared == nil || sh.ok
+	return l.cfg.Shared == nil || l.shared.ok
 }
 
 // Admit implements gateway.Limiter.
 func (l *Limiter) Admit(p apikey.Principal, model string, promptTokens int64) gateway.Admission {
-	v, sh := l.view.Load(), l.shared.Load()
-	ws, key := p.WorkspaceID, owner(p.WorkspaceID, p.KeyID)
-	wsBudget, wsHasBudget := v.budgets[ws]
-	keyBudget, keyHasBudget := v.budgets[key]
-	wsLimit, wsHasLimit := v.limits[ws]
-	keyLimit, keyHasLimit := v.limits[key]
-	if !wsHasBudget && !keyHasBudget && !wsHasLimit && !keyHasLimit {
+	v := l.view.Load()
+	if !v.limited[p.WorkspaceID] {
 		return gateway.Admission{}
 	}
 	now := l.now()
 	var a gateway.Admission
-	if l.cfg.FailClosed && !l.healthy(v, sh, now) &&
-		((wsHasBudget && wsBudget.HardLimit) || (keyHasBudget && keyBudget.HardLimit) || wsHasLimit || keyHasLimit) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	pr := l.principalLocked(p)
+	if !pr.ws.hasBudget && !pr.key.hasBudget && !pr.ws.hasLimit && !pr.key.hasLimit {
+		return a
+	}
+	if l.cfg.FailClosed && !l.healthyLocked(v, now) &&
+		((pr.ws.hasBudget && pr.ws.hard) || (pr.key.hasBudget && pr.key.hard) || pr.ws.hasLimit || pr.key.hasLimit) {
 		l.m.refused("unavailable")
 		a.Refusal = &gateway.Refusal{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "limits_unavailable",
 			Message: "Your workspace's budget or rate limits cannot be checked right now; retry shortly.", RetryAfter: time.Second}
 		return a
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, b := range []struct {
-		owner string
-		ok    bool
-		b     Budget
-	}{{key, keyHasBudget, keyBudget}, {ws, wsHasBudget, wsBudget}} {
-		if !b.ok || !b.b.HardLimit {
+	for _, o := range [2]*ownerState{pr.key, pr.ws} {
+		if !o.hasBudget || !o.hard {
 			continue
 		}
-		if spent := l.spentLocked(v, sh, b.owner); spent >= v.budgetNano[b.owner] {
+		if spent := l.spentLocked(o); spent >= o.budget {
 			l.m.refused("budget")
-			l.logRefusal(b.owner, now, "budget", "monthly_usd", b.b.MonthlyUSD.String(), "spent_usd", nanoString(spent))
-			what := "workspace " + ws
-			if b.owner == key {
+			if now.Sub(o.warned) >= time.Minute {
+				o.warned = now
+				l.log.Warn("completions refused", "owner", o.name, "why", "budget", "monthly_usd", o.budgetUSD.String(), "spent_usd", nanoString(spent))
+			}
+			what := "workspace " + p.WorkspaceID
+			if o == pr.key {
 				what = "API key " + p.KeyID
 			}
 			a.Refusal = &gateway.Refusal{Status: http.StatusTooManyRequests, Type: "insufficient_quota", Code: "insufficient_quota",
 				Message: fmt.Sprintf("You exceeded the monthly budget of %s USD of %s (%s USD spent this month). Raise the budget or wait for next month.",
-					b.b.MonthlyUSD.String(), what, nanoString(spent))}
+					o.budgetUSD.String(), what, nanoString(spent))}
 			return a
 		}
 	}
-	replicas := sh.replicas
-	type limitedBy struct {
-		owner string
-		b     *buckets
-	}
-	var limited []limitedBy
-	var states []*buckets
-	for _, r := range []struct {
-		owner string
-		ok    bool
-		r     RateLimit
-	}{{key, keyHasLimit, keyLimit}, {ws, wsHasLimit, wsLimit}} {
-		if !r.ok {
-			continue
+	replicas := l.shared.replicas
+	var limited [2]*buckets
+	var who [2]*ownerState
+	n := 0
+	for _, o := range [2]*ownerState{pr.key, pr.ws} {
+		if o.hasLimit {
+			limited[n], who[n] = l.bucketsLocked(o, replicas, now), o
+			n++
 		}
-		b := l.bucketsLocked(r.owner, r.r, replicas, now)
-		states = append(states, b)
-		limited = append(limited, limitedBy{r.owner, b})
 	}
 	// Every limit must have room before any is taken from.
-	for _, lb := range limited {
-		if wait, kind := lb.b.wait(promptTokens); wait > 0 {
+	for i := range n {
+		if wait, kind := limited[i].wait(promptTokens); wait > 0 {
 			l.m.refused("rate_" + kind)
+			what := "workspace " + p.WorkspaceID
+			if who[i] == pr.key {
+				what = "API key " + p.KeyID
+			}
 			a.Refusal = &gateway.Refusal{Status: http.StatusTooManyRequests, Type: kind, Code: "rate_limit_exceeded", RetryAfter: wait,
-				Message: fmt.Sprintf("Rate limit reached for %s: %s per minute. Retry in %s.", describe(lb.owner, p), lb.b.describeLimit(kind), wait.Round(time.Millisecond))}
-			a.Headers = headersOf(states, replicas)
+				Message: fmt.Sprintf("Rate limit reached for %s: %s per minute. Retry in %s.", what, limited[i].describeLimit(kind), wait.Round(time.Millisecond))}
+			a.Headers = headersOf(limited[:n], replicas)
 			return a
 		}
 	}
-	for _, lb := range limited {
-		lb.b.take(promptTokens)
+	for i := range n {
+		limited[i].take(promptTokens)
 	}
-	a.Reserved = promptTokens
-	a.Headers = headersOf(states, replicas)
+	a.Reserved, a.State = promptTokens, pr
+	a.Headers = headersOf(limited[:n], replicas)
 	return a
-}
-
-func describe(o string, p apikey.Principal) string {
-	if o == p.WorkspaceID {
-		return "workspace " + p.WorkspaceID
-	}
-	return "API key " + p.KeyID
 }
 
 // Settle implements gateway.Limiter: it counts the completion's cost toward the budgets
 // and corrects the token limits by its real usage.
 func (l *Limiter) Settle(p apikey.Principal, a gateway.Admission, ev schema.UsageEvent) {
 	v := l.view.Load()
+	if !v.limited[p.WorkspaceID] {
+		return
+	}
 	var cost int64
 	if ev.Status == schema.StatusOK {
 		cost = v.cost(ev.WorkspaceID, ev.Model, ev)
 	}
-	ws, key := p.WorkspaceID, owner(p.WorkspaceID, p.KeyID)
-	_, wsLimited := v.limits[ws]
-	_, keyLimited := v.limits[key]
-	if cost == 0 && !wsLimited && !keyLimited {
-		return
-	}
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	pr, ok := a.State.(*principal)
+	if !ok {
+		pr = l.principalLocked(p)
+	}
 	if cost > 0 {
-		if m, _ := invoice.Month(ev.OccurredAt); m.Equal(l.month) {
-			for _, o := range []string{ws, key} {
-				s := l.served(o)
-				s.total += cost
-				s.unsynced += cost
+		if !ev.OccurredAt.Before(l.month) && ev.OccurredAt.Before(l.monthEnd) {
+			for _, o := range [2]*ownerState{pr.ws, pr.key} {
+				o.total += cost
+				o.unsynced += cost
 			}
 		}
 	}
 	correction := int64(ev.TotalTokens) - a.Reserved
-	for _, o := range []string{key, ws} {
-		if b := l.buckets[o]; b != nil {
-			b.correct(correction, now)
+	for _, o := range [2]*ownerState{pr.key, pr.ws} {
+		if o.hasBuckets {
+			o.buckets.correct(correction, now)
 		}
 	}
-}
-
-func (l *Limiter) logRefusal(owner string, now time.Time, why string, args ...any) {
-	if now.Sub(l.warned[owner]) < time.Minute {
-		return
-	}
-	l.warned[owner] = now
-	l.log.Warn("completions refused", append([]any{"owner", owner, "why", why}, args...)...)
 }
 
 // cost is a completion's price in nano-USD, rounded up, as its invoice prices it: the

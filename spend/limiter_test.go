@@ -133,26 +133,17 @@ func (f *fakeShared) Sync(_ context.Context, _ time.Time, deltas, floors map[str
 	return out, f.replicas, nil
 }
 
-// newTestLimiter is a Limiter over a fixed view, without ClickHouse.
+// newTestLimiter is a Limiter over a fixed snapshot, without ClickHouse.
 func newTestLimiter(t *testing.T, cfg LimiterConfig, budgets map[string]Budget, limits map[string]RateLimit, spent map[string]int64) *Limiter {
 	t.Helper()
 	now := time.Date(2026, 2, 10, 12, 0, 0, 0, time.UTC)
-	l := &Limiter{cfg: cfg, prices: book(t), log: slog.New(slog.NewTextHandler(io.Discard, nil)), now: func() time.Time { return now },
-		ledger: map[string]*served{}, buckets: map[string]*buckets{}, base: map[string]int64{}, warned: map[string]time.Time{}}
-	if l.cfg.StaleAfter == 0 {
-		l.cfg.StaleAfter = time.Minute
+	if cfg.StaleAfter == 0 {
+		cfg.StaleAfter = time.Minute
 	}
-	v := &view{at: now, month: time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC), budgets: budgets, limits: limits, budgetNano: map[string]int64{}, spent: spent}
-	for o, b := range budgets {
-		v.budgetNano[o] = nanoUp(b.MonthlyUSD)
-	}
-	v.book, v.own, v.discount = unitPrices(l.prices, now)
-	l.view.Store(v)
-	l.month = v.month
-	for o, n := range spent {
-		l.base[o] = n
-	}
-	l.shared.Store(&sharedView{replicas: 1, ok: cfg.Shared != nil})
+	l := newLimiter(cfg, nil, book(t), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	l.now = func() time.Time { return now }
+	l.apply(snapshot{at: now, budgets: budgets, limits: limits, spent: spent})
+	l.shared.ok = cfg.Shared != nil
 	return l
 }
 
@@ -219,10 +210,10 @@ func TestRateLimits(t *testing.T) {
 		if a.Refusal != nil {
 			t.Fatalf("request %d refused: %+v", i, a.Refusal)
 		}
-		if a.Headers.Requests == nil || a.Headers.Requests.Limit != 3 || a.Headers.Requests.Remaining != int64(2-i) {
+		if a.Headers.Requests.Limit != 3 || a.Headers.Requests.Remaining != int64(2-i) {
 			t.Fatalf("request %d headers %+v", i, a.Headers.Requests)
 		}
-		if a.Headers.Tokens == nil || a.Headers.Tokens.Limit != 10_000 || a.Headers.Tokens.Remaining != int64(10_000-100*(i+1)) {
+		if a.Headers.Tokens.Limit != 10_000 || a.Headers.Tokens.Remaining != int64(10_000-100*(i+1)) {
 			t.Fatalf("request %d token headers %+v", i, a.Headers.Tokens)
 		}
 		l.Settle(p, a, completion("ws", 100, 0))
@@ -269,9 +260,9 @@ func TestSharedStoreAndFailurePolicy(t *testing.T) {
 			t.Fatalf("admitted %d with 0.90 spent elsewhere, want 10", n)
 		}
 		// The budget is raised; the store goes down with 0.05 unsynced here.
-		v := *l.view.Load()
-		v.budgetNano = map[string]int64{"ws": 2_000_000_000}
-		l.view.Store(&v)
+		l.mu.Lock()
+		l.owners["ws"].budget = 2_000_000_000
+		l.mu.Unlock()
 		l.sync(context.Background())
 		for range 5 {
 			a := l.Admit(p, "m", 1000)
@@ -289,7 +280,7 @@ func TestSharedStoreAndFailurePolicy(t *testing.T) {
 		if !closed {
 			l.Settle(p, a, ev)
 			l.mu.Lock()
-			spent := l.spentLocked(l.view.Load(), l.shared.Load(), "ws")
+			spent := l.spentLocked(l.owners["ws"])
 			l.mu.Unlock()
 			if spent != 1_060_000_000 {
 				t.Fatalf("fail open counts %d nano-USD, want 1.06 USD: the last total plus all served since", spent)

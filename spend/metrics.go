@@ -66,7 +66,9 @@ func (l *Limiter) Instrument(reg prometheus.Registerer) error {
 		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "venna_gateway_spend_replicas",
 			Help: "Gateway replicas sharing the rate limits, as the shared store last counted them."}, func() float64 {
-			return float64(l.shared.Load().replicas)
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			return float64(l.shared.replicas)
 		}),
 	}
 	for _, c := range cs {

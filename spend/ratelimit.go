@@ -63,22 +63,22 @@ func (b *bucket) wait(n float64) time.Duration {
 	return time.Duration((need - b.level) / b.rate * float64(time.Second))
 }
 
-func (b *bucket) state(replicas int) *gateway.RateLimitState {
+func (b *bucket) state(replicas int) gateway.RateLimitState {
 	if b.limit == 0 {
-		return nil
+		return gateway.RateLimitState{}
 	}
 	remaining := int64(math.Max(0, math.Floor(b.level))) * int64(replicas)
-	return &gateway.RateLimitState{Limit: int64(b.limit), Remaining: min(remaining, int64(b.limit)),
+	return gateway.RateLimitState{Limit: int64(b.limit), Remaining: min(remaining, int64(b.limit)),
 		Reset: time.Duration((b.capacity - b.level) / b.rate * float64(time.Second))}
 }
 
-// bucketsLocked returns owner's buckets, brought to limit r, the replica count and now.
-func (l *Limiter) bucketsLocked(owner string, r RateLimit, replicas int, now time.Time) *buckets {
-	b := l.buckets[owner]
-	if b == nil || b.limit.RPM != r.RPM || b.limit.TPM != r.TPM {
-		b = &buckets{limit: r, replicas: replicas,
+// bucketsLocked returns o's buckets, brought to its limit, the replica count and now.
+func (l *Limiter) bucketsLocked(o *ownerState, replicas int, now time.Time) *buckets {
+	b, r := &o.buckets, o.limit
+	if !o.hasBuckets || b.limit.RPM != r.RPM || b.limit.TPM != r.TPM {
+		*b = buckets{limit: r, replicas: replicas,
 			req: newBucket(float64(r.RPM), replicas, now), tok: newBucket(float64(r.TPM), replicas, now)}
-		l.buckets[owner] = b
+		o.hasBuckets = true
 	}
 	if b.replicas != replicas {
 		b.req.scale(replicas)
@@ -132,10 +132,10 @@ func (b *buckets) describeLimit(kind string) string {
 func headersOf(bs []*buckets, replicas int) gateway.RateLimitHeaders {
 	var h gateway.RateLimitHeaders
 	for _, b := range bs {
-		if s := b.req.state(replicas); s != nil && (h.Requests == nil || s.Remaining < h.Requests.Remaining) {
+		if s := b.req.state(replicas); s.Limit > 0 && (h.Requests.Limit == 0 || s.Remaining < h.Requests.Remaining) {
 			h.Requests = s
 		}
-		if s := b.tok.state(replicas); s != nil && (h.Tokens == nil || s.Remaining < h.Tokens.Remaining) {
+		if s := b.tok.state(replicas); s.Limit > 0 && (h.Tokens.Limit == 0 || s.Remaining < h.Tokens.Remaining) {
 			h.Tokens = s
 		}
 	}
