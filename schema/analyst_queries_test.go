@@ -3,6 +3,7 @@ package schema_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/http"
 	"net/url"
@@ -21,6 +22,7 @@ import (
 	"github.com/venna/metering/internal/chdb"
 	"github.com/venna/metering/internal/testenv"
 	"github.com/venna/metering/invoice"
+	"github.com/venna/metering/spend"
 )
 
 // The price book of the seeded database: fixed here so that the expected spend is too.
@@ -130,6 +132,14 @@ func seed(t *testing.T, conn driver.Conn, db string) seeded {
 		if _, err := inv.Run(ctx, start, end); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// A budget ws_big has long passed this month, and the alerts it raised.
+	sp := spend.NewStore(conn, db)
+	if _, err := sp.SetBudget(ctx, spend.Budget{WorkspaceID: "ws_big", MonthlyUSD: decimal.RequireFromString("0.01"), HardLimit: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := spend.NewAlerter(sp, book, slog.New(slog.DiscardHandler), nil).Run(ctx); err != nil {
+		t.Fatal(err)
 	}
 	return s
 }
@@ -349,6 +359,21 @@ func TestAnalystQueries(t *testing.T) {
 		"14_usage_by_workspace_last_7_days": func(t *testing.T, rows []row) {
 			if len(rows) != 3 || rows[0]["workspace_id"] != "ws_big" || rows[0]["name"] != "WS_BIG" || num(t, rows[0]["requests"]) != 60 || num(t, rows[0]["input_tokens"]) != 600000 {
 				t.Errorf("got %v, want ws_big (WS_BIG) first with 60 requests and 600000 input tokens", rows)
+			}
+		},
+		"16_budget_alerts_this_month": func(t *testing.T, rows []row) {
+			got := map[string]bool{}
+			for _, r := range rows {
+				got[fmt.Sprint(r["workspace_id"], "/", r["type"], "/", r["threshold_percent"])] = true
+				if num(t, r["threshold_percent"]) < 80 {
+					t.Errorf("%v: below 80 %%", r)
+				}
+			}
+			// ws_big's $0.01 budget is passed by this month's first events (none yet in
+			// the first minutes of a month: the seed's latest events are 5 minutes old).
+			if monthStart, _ := invoice.Month(time.Now()); time.Since(monthStart) > 10*time.Minute &&
+				(!got["ws_big/budget.threshold_reached/80"] || !got["ws_big/budget.exceeded/100"] || len(rows) != 2) {
+				t.Errorf("got %v, want ws_big's 80 %% and 100 %% alerts only", rows)
 			}
 		},
 		"15_invoice_lines_this_month": func(t *testing.T, rows []row) {
