@@ -152,8 +152,8 @@ func sqlStrings(values []string) string {
 // usage charges per model, class and unit price in force (the workspace's own price if it
 // has one), and discount charges per percentage. A workspace with usage of a model
 // without a price is in failed and not priced at all.
-func (iv *Invoicer) priceUsage(ctx context.Context, start, end time.Time, src usageSource, workspaces []string) (map[string]charges, map[string]error, error) {
-	breaks := iv.prices.Breakpoints(start, end)
+func (iv *Invoicer) priceUsage(ctx context.Context, start, end time.Time, src usageSource, workspaces []string, extra []time.Time) (priced, error) {
+	breaks := mergeTimes(iv.prices.Breakpoints(start, end), extra)
 	// segment = how many price changes happened at or before the hour: usage of one
 	// segment was all billed at the same prices.
 	seg := "toUInt64(0)"
@@ -183,16 +183,17 @@ func (iv *Invoicer) priceUsage(ctx context.Context, start, end time.Time, src us
 		"start", strconv.FormatInt(start.Unix(), 10), "end", strconv.FormatInt(end.Unix(), 10))
 	rows, err := iv.conn.Query(ctx, q)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read usage %s..%s: %w", start.Format(time.RFC3339), end.Format(time.RFC3339), err)
+		return priced{}, fmt.Errorf("read usage %s..%s: %w", start.Format(time.RFC3339), end.Format(time.RFC3339), err)
 	}
 	defer rows.Close()
 	out := map[string]charges{}
 	failed := map[string]error{}
+	net := map[string]map[int64]decimal.Decimal{} // by workspace, stretch start: usage less discounts
 	for rows.Next() {
 		var ws, model string
 		var segment, input, cached, output uint64
 		if err := rows.Scan(&ws, &model, &segment, &input, &cached, &output); err != nil {
-			return nil, nil, fmt.Errorf("scan usage: %w", err)
+			return priced{}, fmt.Errorf("scan usage: %w", err)
 		}
 		if failed[ws] != nil {
 			continue
@@ -213,6 +214,9 @@ func (iv *Invoicer) priceUsage(ctx context.Context, start, end time.Time, src us
 			c = charges{}
 			out[ws] = c
 		}
+		if net[ws] == nil {
+			net[ws] = map[int64]decimal.Decimal{}
+		}
 		for _, u := range []struct {
 			class string
 			qty   uint64
@@ -222,17 +226,68 @@ func (iv *Invoicer) priceUsage(ctx context.Context, start, end time.Time, src us
 			}
 			p := price.PerMillion[u.class]
 			c.addUsage(model, u.class, u.qty, p, Amount(u.qty, p))
+			n := Amount(u.qty, p)
 			if pct.IsPositive() {
 				// pct% of a price has at most 6 decimals (checked when the book was
 				// parsed), so the discount is exact at 12 decimals like every amount.
-				c.addDiscount(pct, Amount(u.qty, percentOf(p, pct)).Neg())
+				d := Amount(u.qty, percentOf(p, pct))
+				c.addDiscount(pct, d.Neg())
+				n = n.Sub(d)
 			}
+			net[ws][segStart.Unix()] = net[ws][segStart.Unix()].Add(n)
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("read usage: %w", err)
+		return priced{}, fmt.Errorf("read usage: %w", err)
 	}
-	return out, failed, nil
+	res := priced{charges: out, usage: map[string][]usageAt{}, failed: failed}
+	for ws, bySeg := range net {
+		if failed[ws] != nil {
+			continue
+		}
+		for at, amount := range bySeg {
+			res.usage[ws] = append(res.usage[ws], usageAt{At: time.Unix(at, 0).UTC(), Amount: amount})
+		}
+		sort.Slice(res.usage[ws], func(i, j int) bool { return res.usage[ws][i].At.Before(res.usage[ws][j].At) })
+	}
+	return res, nil
+}
+
+// priced is a period's usage, priced: what it bills by workspace, the same as amounts (net
+// of discounts) per stretch of time for crediting, and the workspaces that failed.
+type priced struct {
+	charges map[string]charges
+	usage   map[string][]usageAt
+	failed  map[string]error
+}
+
+// mergeTimes is the sorted union of a and b, without repeats.
+func mergeTimes(a, b []time.Time) []time.Time {
+	set := map[int64]time.Time{}
+	for _, t := range append(append([]time.Time(nil), a...), b...) {
+		set[t.Unix()] = t
+	}
+	out := make([]time.Time, 0, len(set))
+	for _, t := range set {
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Before(out[j]) })
+	return out
+}
+
+// upTo is the oldest stretches of usage adding up to total (the last one cut): what an
+// invoice bills of a period when other invoices billed part of it already.
+func upTo(usage []usageAt, total decimal.Decimal) []usageAt {
+	var out []usageAt
+	for _, u := range usage {
+		if !total.IsPositive() {
+			break
+		}
+		u.Amount = decimal.Min(u.Amount, total)
+		total = total.Sub(u.Amount)
+		out = append(out, u)
+	}
+	return out
 }
 
 // billed returns, by workspace and service period (Unix seconds), what every non-void
@@ -394,10 +449,15 @@ func (iv *Invoicer) build(ctx context.Context, start, end time.Time, workspaces 
 	if err := iv.upgrade(ctx); err != nil {
 		return nil, nil, err
 	}
-	own, failed, err := iv.priceUsage(ctx, start, end, fromRollups, workspaces)
+	grants, err := iv.Grants(ctx, workspaces)
 	if err != nil {
 		return nil, nil, err
 	}
+	ownPriced, err := iv.priceUsage(ctx, start, end, fromRollups, workspaces, grantBreakpoints(grants, start, end))
+	if err != nil {
+		return nil, nil, err
+	}
+	own, failed := ownPriced.charges, ownPriced.failed
 	ownBilled, err := iv.billed(ctx, []time.Time{start}, start, workspaces)
 	if err != nil {
 		return nil, nil, err
@@ -438,10 +498,56 @@ func (iv *Invoicer) build(ctx context.Context, start, end time.Time, workspaces 
 			}
 		}
 	}
+	if err := iv.credit(ctx, b, grants, ownPriced.usage, workspaces); err != nil {
+		return nil, nil, err
+	}
 	for _, inv := range b.invoices {
 		inv.finish()
 	}
 	return b.invoices, b.failed, nil
+}
+
+// credit adds to each invoice of b the credit lines of the grants that pay for it: its
+// own month's usage hour by hour (ownUsage), and its adjustments as usage of the last hour
+// of their month, from the grants in force then, each up to what other non-void invoices
+// have not applied yet.
+func (iv *Invoicer) credit(ctx context.Context, b *built, grants map[string][]Grant, ownUsage map[string][]usageAt, workspaces []string) error {
+	if len(grants) == 0 {
+		return nil
+	}
+	applied, err := iv.creditsApplied(ctx, workspaces)
+	if err != nil {
+		return err
+	}
+	for ws, inv := range b.invoices {
+		gs := grants[ws]
+		if len(gs) == 0 {
+			continue
+		}
+		paid := allocate(gs, available(gs, applied[ws], b.start), billedUsage(inv.Lines, b.start, ownUsage[ws]))
+		inv.Lines = append(inv.Lines, creditLines(paid, b.start, b.end)...)
+	}
+	return nil
+}
+
+// billedUsage is what the lines of an invoice of period start bill, as usage in time: the
+// adjustments of each earlier month at that month's last hour, and the own month's bill
+// from its oldest usage on.
+func billedUsage(lines []Line, start time.Time, own []usageAt) []usageAt {
+	byPeriod := map[int64]decimal.Decimal{}
+	for _, l := range lines {
+		if l.Kind != KindCredit {
+			byPeriod[l.ServicePeriodStart.Unix()] = byPeriod[l.ServicePeriodStart.Unix()].Add(l.Amount)
+		}
+	}
+	var out []usageAt
+	for p, amount := range byPeriod {
+		if p != start.Unix() && amount.IsPositive() {
+			_, end := Month(time.Unix(p, 0))
+			out = append(out, usageAt{At: end.Add(-time.Hour), Amount: amount})
+		}
+	}
+	return append(out, upTo(own, byPeriod[start.Unix()])...)
 }
 
 // adjustChunk bounds the workspaces named in one adjustment query.
@@ -450,10 +556,11 @@ const adjustChunk = 1000
 // adjust adds to b the adjustment lines of the earlier month starting at p for workspaces wss.
 func (iv *Invoicer) adjust(ctx context.Context, b *built, p time.Time, wss []string) error {
 	pStart, pEnd := Month(p)
-	now, failed, err := iv.priceUsage(ctx, pStart, pEnd, fromRollups, wss)
+	p0, err := iv.priceUsage(ctx, pStart, pEnd, fromRollups, wss, nil)
 	if err != nil {
 		return err
 	}
+	now, failed := p0.charges, p0.failed
 	was, err := iv.billed(ctx, []time.Time{pStart}, b.start, wss)
 	if err != nil {
 		return err

@@ -44,6 +44,11 @@ var (
 	insertPricesSQL          = Queries.Get("insert_prices")
 	insertCustomPricesSQL    = Queries.Get("insert_workspace_prices")
 	insertDiscountsSQL       = Queries.Get("insert_workspace_discounts")
+	grantsSQL                = Queries.Get("grants")
+	insertGrantSQL           = Queries.Get("insert_grant")
+	creditsAppliedSQL        = Queries.Get("credits_applied")
+	billingModesSQL          = Queries.Get("billing_modes")
+	insertBillingModeSQL     = Queries.Get("insert_billing_mode")
 )
 
 // Invoice statuses. A status only moves forward: draft → finalized → void.
@@ -58,6 +63,7 @@ const (
 	KindUsage      = "usage"      // usage of the invoice's own period
 	KindAdjustment = "adjustment" // usage of an earlier period, billed after that period's invoice was finalized or voided
 	KindDiscount   = "discount"   // the workspace's discount on the usage or adjustment lines of ServicePeriod
+	KindCredit     = "credit"     // prepaid credit from the grant GrantID, applied to this invoice (negative)
 )
 
 // Line is one priced quantity: a model's tokens of one class at one unit price, billed
@@ -73,7 +79,8 @@ type Line struct {
 	Quantity           uint64          `json:"quantity"`
 	PerMillion         decimal.Decimal `json:"unit_price_per_million"`
 	DiscountPercent    decimal.Decimal `json:"discount_percent,omitzero"` // discount lines only
-	Amount             decimal.Decimal `json:"amount"`                    // exact; negative on discount lines
+	GrantID            string          `json:"grant_id,omitempty"`        // credit lines only
+	Amount             decimal.Decimal `json:"amount"`                    // exact; negative on discount and credit lines
 }
 
 // Invoice is a workspace's bill for one UTC calendar month [PeriodStart, PeriodEnd).
@@ -365,8 +372,12 @@ func (iv *Invoicer) storeSome(ctx context.Context, invs []*Invoice) error {
 	var lines, headers [][]any
 	for _, inv := range invs {
 		for _, l := range inv.Lines {
+			model := l.Model
+			if l.Kind == KindCredit {
+				model = l.GrantID // a credit line's model column holds its grant
+			}
 			lines = append(lines, []any{inv.ID, inv.Version, uint32(l.No), inv.WorkspaceID, inv.PeriodStart, l.Kind,
-				l.ServicePeriodStart, l.ServicePeriodEnd, l.Model, l.TokenClass, l.Quantity, l.PerMillion, l.DiscountPercent, l.Amount})
+				l.ServicePeriodStart, l.ServicePeriodEnd, model, l.TokenClass, l.Quantity, l.PerMillion, l.DiscountPercent, l.Amount})
 		}
 		headers = append(headers, []any{inv.ID, inv.WorkspaceID, inv.PeriodStart, inv.PeriodEnd, inv.Status, inv.Currency,
 			inv.Subtotal, inv.Total, inv.ComputedAt, zeroTime(inv.FinalizedAt), inv.Version})
@@ -451,6 +462,9 @@ func (iv *Invoicer) Get(ctx context.Context, workspaceID, id string) (*Invoice, 
 		}
 		l.No = int(no)
 		l.ServicePeriodStart, l.ServicePeriodEnd = l.ServicePeriodStart.UTC(), l.ServicePeriodEnd.UTC()
+		if l.Kind == KindCredit {
+			l.GrantID, l.Model = l.Model, ""
+		}
 		l.Description = l.describe(inv.PeriodStart)
 		inv.Lines = append(inv.Lines, l)
 	}
@@ -462,6 +476,8 @@ func (iv *Invoicer) Get(ctx context.Context, workspaceID, id string) (*Invoice, 
 func (l Line) describe(invoicePeriod time.Time) string {
 	month := l.ServicePeriodStart.Format("2006-01")
 	switch l.Kind {
+	case KindCredit:
+		return "Prepaid credit from grant " + l.GrantID
 	case KindDiscount:
 		if l.ServicePeriodStart.Equal(invoicePeriod) {
 			return fmt.Sprintf("Discount %s%% on %s usage", l.DiscountPercent, month)
@@ -481,6 +497,10 @@ func (inv *Invoice) finish() {
 	sort.SliceStable(inv.Lines, func(i, j int) bool {
 		a, b := inv.Lines[i], inv.Lines[j]
 		switch {
+		case (a.Kind == KindCredit) != (b.Kind == KindCredit):
+			return b.Kind == KindCredit // credits last, after everything they pay for
+		case a.Kind == KindCredit:
+			return a.GrantID < b.GrantID
 		case !a.ServicePeriodStart.Equal(b.ServicePeriodStart):
 			// The invoice's own period first, then earlier ones ascending.
 			if a.ServicePeriodStart.Equal(inv.PeriodStart) || b.ServicePeriodStart.Equal(inv.PeriodStart) {

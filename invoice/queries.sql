@@ -49,14 +49,14 @@ GROUP BY workspace_id, model, segment
 ORDER BY workspace_id, model, segment;
 
 -- name: billed
--- What the current version of every non-void invoice bills, line by line, for the service
--- periods {periods} (a list of toDateTime(unix, 'UTC')), leaving out the invoices of
--- period {except} (Unix seconds: the one being computed). No GROUP BY: 18.16 crashes
--- grouping by Decimal keys; the lines are few, Go sums them.
+-- What the current version of every non-void invoice bills, line by line (credits aside),
+-- for the service periods {periods} (a list of toDateTime(unix, 'UTC')), leaving out the
+-- invoices of period {except} (Unix seconds: the one being computed). No GROUP BY: 18.16
+-- crashes grouping by Decimal keys; the lines are few, Go sums them.
 SELECT workspace_id, service_period_start, kind, model, token_class, usd_per_million, discount_percent,
     quantity, amount
 FROM {db}.invoice_items FINAL
-WHERE service_period_start IN ({periods}) AND period_start != toDateTime({except}, 'UTC') {workspaces}
+WHERE service_period_start IN ({periods}) AND period_start != toDateTime({except}, 'UTC') AND kind != 'credit' {workspaces}
     AND (invoice_id, version) IN (SELECT invoice_id, version FROM {db}.invoices FINAL WHERE status != 'void');
 
 -- name: pending
@@ -76,7 +76,7 @@ SELECT DISTINCT workspace_id, p FROM (
             -toInt64(sumIf(quantity, token_class = 'input')), -toInt64(sumIf(quantity, token_class = 'cached_input')),
             -toInt64(sumIf(quantity, token_class = 'output'))
         FROM {db}.invoice_items FINAL
-        WHERE kind != 'discount' AND service_period_start < toDateTime({q}, 'UTC') AND period_start != toDateTime({q}, 'UTC') {workspaces}
+        WHERE kind NOT IN ('discount', 'credit') AND service_period_start < toDateTime({q}, 'UTC') AND period_start != toDateTime({q}, 'UTC') {workspaces}
             AND (invoice_id, version) IN (SELECT invoice_id, version FROM {db}.invoices FINAL WHERE status != 'void')
         GROUP BY workspace_id, p, model
     )
@@ -130,3 +130,30 @@ INSERT INTO {db}.workspace_prices (workspace_id, model, token_class, effective_f
 
 -- name: insert_workspace_discounts
 INSERT INTO {db}.workspace_discounts (workspace_id, effective_from, discount_percent, version);
+
+-- name: grants
+-- Credit grants (each grant's latest version), of the workspaces {workspaces} filters.
+SELECT grant_id, workspace_id, amount_usd, effective_from, expires_at, priority, reason, created_at, voided
+FROM {db}.credit_grants FINAL
+WHERE 1 = 1 {workspaces}
+ORDER BY workspace_id, grant_id;
+
+-- name: insert_grant
+INSERT INTO {db}.credit_grants (grant_id, workspace_id, amount_usd, effective_from, expires_at, priority, reason, created_at,
+    voided, version);
+
+-- name: credits_applied
+-- The credit lines of every non-void invoice (each invoice's current version): on credit
+-- lines, model holds the grant the credit comes from.
+SELECT workspace_id, model, period_start, amount
+FROM {db}.invoice_items FINAL
+WHERE kind = 'credit' {workspaces}
+    AND (invoice_id, version) IN (SELECT invoice_id, version FROM {db}.invoices FINAL WHERE status != 'void');
+
+-- name: billing_modes
+SELECT workspace_id, effective_from, prepaid
+FROM {db}.billing_modes FINAL
+ORDER BY workspace_id, effective_from;
+
+-- name: insert_billing_mode
+INSERT INTO {db}.billing_modes (workspace_id, effective_from, prepaid, version);

@@ -25,7 +25,7 @@ func (iv *Invoicer) Reconcile(ctx context.Context, workspaceID, id string) ([]st
 	var diffs []string
 	sum := decimal.Zero
 	for _, l := range stored.Lines {
-		if l.Kind != KindDiscount && !l.Amount.Equal(Amount(l.Quantity, l.PerMillion)) {
+		if l.Kind != KindDiscount && l.Kind != KindCredit && !l.Amount.Equal(Amount(l.Quantity, l.PerMillion)) {
 			diffs = append(diffs, fmt.Sprintf("line %d (%s %s): amount %s is not %d tokens × %s/1M = %s",
 				l.No, l.Model, l.TokenClass, l.Amount, l.Quantity, l.PerMillion, Amount(l.Quantity, l.PerMillion)))
 		}
@@ -44,7 +44,9 @@ func (iv *Invoicer) Reconcile(ctx context.Context, workspaceID, id string) ([]st
 	// The months this invoice bills: its own and every month it adjusts.
 	byPeriod := map[int64][]Line{stored.PeriodStart.Unix(): nil}
 	for _, l := range stored.Lines {
-		byPeriod[l.ServicePeriodStart.Unix()] = append(byPeriod[l.ServicePeriodStart.Unix()], l)
+		if l.Kind != KindCredit {
+			byPeriod[l.ServicePeriodStart.Unix()] = append(byPeriod[l.ServicePeriodStart.Unix()], l)
+		}
 	}
 	periods := make([]time.Time, 0, len(byPeriod))
 	for p := range byPeriod {
@@ -59,10 +61,11 @@ func (iv *Invoicer) Reconcile(ctx context.Context, workspaceID, id string) ([]st
 	for _, p := range periods {
 		pStart, pEnd := Month(p)
 		month := pStart.Format("2006-01")
-		raw, failed, err := iv.priceUsage(ctx, pStart, pEnd, fromRawEvents, ws)
+		p0, err := iv.priceUsage(ctx, pStart, pEnd, fromRawEvents, ws, nil)
 		if err != nil {
 			return nil, err
 		}
+		raw, failed := p0.charges, p0.failed
 		if err := failed[workspaceID]; err != nil {
 			return nil, fmt.Errorf("reconcile %s: %w", id, err)
 		}
@@ -116,5 +119,65 @@ func (iv *Invoicer) Reconcile(ctx context.Context, workspaceID, id string) ([]st
 			}
 		}
 	}
+	credits, err := iv.reconcileCredits(ctx, stored)
+	if err != nil {
+		return nil, err
+	}
+	return append(diffs, credits...), nil
+}
+
+// reconcileCredits recomputes the credits an invoice applies, as the invoice run applies
+// them, from the usage raw events give for its own month (hour by hour) and its
+// adjustment lines, and the grants' amounts less what other non-void invoices apply.
+func (iv *Invoicer) reconcileCredits(ctx context.Context, stored *Invoice) ([]string, error) {
+	ws := []string{stored.WorkspaceID}
+	grants, err := iv.Grants(ctx, ws)
+	if err != nil {
+		return nil, err
+	}
+	have := map[string]decimal.Decimal{}
+	var billing []Line
+	for _, l := range stored.Lines {
+		if l.Kind == KindCredit {
+			have[l.GrantID] = have[l.GrantID].Sub(l.Amount)
+		} else {
+			billing = append(billing, l)
+		}
+	}
+	gs := grants[stored.WorkspaceID]
+	if len(gs) == 0 && len(have) == 0 {
+		return nil, nil
+	}
+	applied, err := iv.creditsApplied(ctx, ws)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := iv.priceUsage(ctx, stored.PeriodStart, stored.PeriodEnd, fromRawEvents, ws, grantBreakpoints(grants, stored.PeriodStart, stored.PeriodEnd))
+	if err != nil {
+		return nil, err
+	}
+	want := allocate(gs, available(gs, applied[stored.WorkspaceID], stored.PeriodStart),
+		billedUsage(billing, stored.PeriodStart, raw.usage[stored.WorkspaceID]))
+	var diffs []string
+	for _, id := range sortedGrantIDs(have, want) {
+		if !have[id].Equal(want[id]) {
+			diffs = append(diffs, fmt.Sprintf("credit from grant %s: stored %s, raw events and the grants give %s", id, have[id], want[id]))
+		}
+	}
 	return diffs, nil
+}
+
+func sortedGrantIDs(maps ...map[string]decimal.Decimal) []string {
+	set := map[string]bool{}
+	for _, m := range maps {
+		for id := range m {
+			set[id] = true
+		}
+	}
+	out := make([]string, 0, len(set))
+	for id := range set {
+		out = append(out, id)
+	}
+	sort.Strings(out)
+	return out
 }

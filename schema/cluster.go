@@ -88,6 +88,9 @@ var placements = map[string]string{
 	"budgets":      onEveryServer,
 	"rate_limits":  onEveryServer,
 	"spend_alerts": onEveryServer,
+	// Credits: a few rows per workspace, read with the invoices.
+	"credit_grants": onEveryServer,
+	"billing_modes": onEveryServer,
 }
 
 var (

@@ -223,6 +223,8 @@ func (f *fixture) examples() []example {
 			item("inv_b_prev", 6, 1, "ws_b", f.prev, "usage", f.prev, "venna-1", "input", 2000, "2", "0", "0.004"),
 			item("inv_c_prev", 3, 1, "ws_c", f.prev, "usage", f.prev, "venna-1-mini", "output", 10000, "0.6", "0", "0.006"),
 			item("inv_c_prev", 3, 2, "ws_c", f.prev, "discount", f.prev, "", "", 0, "0", "10", "-0.0006"),
+			item("inv_c_prev", 3, 3, "ws_c", f.prev, "credit", f.prev, "gr_c1", "", 0, "0", "0", "-0.004"),
+			item("inv_b_prev", 5, 2, "ws_b", f.prev, "credit", f.prev, "gr_b1", "", 0, "0", "0", "-0.001"),
 		}},
 		{set: "invoice", name: "insert_invoices", rows: [][]any{
 			inv("inv_a_prev", "ws_a", f.prev, "finalized", "0.0425", 7),
@@ -234,6 +236,20 @@ func (f *fixture) examples() []example {
 		}},
 		// inv_c_old's lines are in invoice_lines only, as before migration 0003: upgraded.
 		{set: "invoice", name: "upgrade_invoice_lines"},
+
+		// Credits.
+		{set: "invoice", name: "insert_grant", rows: [][]any{
+			{"gr_c1", "ws_c", d("5"), f.old, time.Unix(0, 0).UTC(), uint16(0), "welcome", f.old, uint8(0), uint64(1)},
+			{"gr_c2", "ws_c", d("1.5"), f.prev, f.month.AddDate(0, 1, 0), uint16(3), "promo", f.prev, uint8(0), uint64(1)},
+			{"gr_b1", "ws_b", d("2"), f.prev, time.Unix(0, 0).UTC(), uint16(0), "", f.prev, uint8(0), uint64(1)},
+			{"gr_b1", "ws_b", d("2"), f.prev, time.Unix(0, 0).UTC(), uint16(0), "", f.prev, uint8(1), uint64(2)},
+		}},
+		{set: "invoice", name: "insert_billing_mode", rows: [][]any{
+			{"ws_c", f.old, uint8(1), uint64(1)}, {"ws_b", f.prev, uint8(1), uint64(2)}, {"ws_b", f.month, uint8(0), uint64(3)},
+		}},
+		{set: "invoice", name: "grants", fill: []string{"workspaces", ""}},
+		{set: "invoice", name: "credits_applied", fill: []string{"workspaces", "AND workspace_id IN ('ws_b', 'ws_c')"}},
+		{set: "invoice", name: "billing_modes"},
 
 		// Spend control.
 		{set: "spend", name: "insert_budget", rows: [][]any{
