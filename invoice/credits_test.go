@@ -8,8 +8,6 @@ import (
 	"github.com/shopspring/decimal"
 )
 
-
-
 // The burn-down order, worked by hand: usage is paid oldest first, each stretch by the
 // grants in force then, the one expiring first, then the lowest priority number, then the
 // oldest; a grant pays nothing before it starts or from when it expires.
