@@ -111,6 +111,7 @@ type Server struct {
 	accounts Accounts
 	billing  Billing
 	spend    Spend
+	credits  Credits
 	log      *slog.Logger
 	metrics  *metrics
 	now      func() time.Time
@@ -180,6 +181,11 @@ func (s *Server) Handler() http.Handler {
 					r.Delete("/budget", s.clearBudget)
 					r.Put("/rate_limit", s.setRateLimit)
 				}
+				if s.credits != nil {
+					r.Post("/credits", s.addGrant)
+					r.Post("/credits/{grant_id}/void", s.voidGrant)
+					r.Put("/billing_mode", s.setBillingMode)
+				}
 				s.workspaceRoutes(r, "")
 			})
 		})
@@ -196,6 +202,7 @@ func (s *Server) workspaceRoutes(r chi.Router, prefix string) {
 	r.Get(prefix+"/invoices/{id}", s.getInvoice)
 	r.Get(prefix+"/invoices/{id}.csv", s.getInvoiceCSV)
 	r.Get(prefix+"/spend", s.spendStatus)
+	r.Get(prefix+"/credits", s.creditBalance)
 }
 
 // limits bounds every request: its duration (the context every query runs on, and the

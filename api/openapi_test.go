@@ -14,6 +14,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/venna/metering/api"
 	"github.com/venna/metering/apikey"
+	"github.com/venna/metering/invoice"
 	"github.com/venna/metering/spend"
 )
 
@@ -43,7 +44,7 @@ func readOpenAPI(t *testing.T, h http.Handler) (openAPIDoc, []byte) {
 func adminServer(t *testing.T) http.Handler {
 	t.Helper()
 	srv, err := api.New(api.Config{Database: "unused", AdminToken: adminToken}, nil, nil, nil,
-		slog.New(slog.NewTextHandler(io.Discard, nil)), api.WithAdmin(&apikey.Store{}, fakeBilling{}), api.WithSpend(spend.NewStore(nil, "unused")))
+		slog.New(slog.NewTextHandler(io.Discard, nil)), api.WithAdmin(&apikey.Store{}, fakeBilling{}), api.WithSpend(spend.NewStore(nil, "unused")), api.WithCredits(&invoice.Invoicer{}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/shopspring/decimal"
 
+	"github.com/venna/metering/aggregate"
 	"github.com/venna/metering/api"
 	"github.com/venna/metering/apikey"
 	"github.com/venna/metering/gateway"
@@ -45,6 +47,7 @@ type spendStack struct {
 	conn     driver.Conn
 	db       string
 	book     *invoice.PriceBook
+	invoices *invoice.Invoicer
 	store    *apikey.Store
 	spend    *spend.Store
 	upstream atomic.Int64
@@ -75,6 +78,9 @@ func newSpendStack(t *testing.T, ctx context.Context, gateways int, refresh time
 	if err != nil {
 		t.Fatal(err)
 	}
+	if s.invoices, err = invoice.New(invoice.Config{Database: s.db}, conn, s.book); err != nil {
+		t.Fatal(err)
+	}
 	auth, err := apikey.NewAuthenticator(ctx, s.store, log)
 	if err != nil {
 		t.Fatal(err)
@@ -93,7 +99,8 @@ func newSpendStack(t *testing.T, ctx context.Context, gateways int, refresh time
 			t.Fatal(err)
 		}
 		shared := spend.NewRedisShared(rdb, s.db, fmt.Sprintf("gw-%d", i), time.Second)
-		l, err := spend.NewLimiter(ctx, spend.LimiterConfig{Refresh: refresh, Shared: shared, SyncInterval: 50 * time.Millisecond}, s.spend, s.book, log)
+		l, err := spend.NewLimiter(ctx, spend.LimiterConfig{Refresh: refresh, Shared: shared, SyncInterval: 50 * time.Millisecond, Credits: s.invoices},
+			s.spend, s.book, log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -113,12 +120,8 @@ func newSpendStack(t *testing.T, ctx context.Context, gateways int, refresh time
 	done := make(chan struct{})
 	go func() { cons.Run(consCtx); close(done) }()
 	t.Cleanup(func() { stop(); <-done })
-	inv, err := invoice.New(invoice.Config{Database: s.db}, conn, s.book)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := api.New(api.Config{Database: s.db, AdminToken: s.admin}, conn, auth, inv, log,
-		api.WithPrices(s.book), api.WithAdmin(s.store, inv), api.WithSpend(s.spend))
+	srv, err := api.New(api.Config{Database: s.db, AdminToken: s.admin}, conn, auth, s.invoices, log,
+		api.WithPrices(s.book), api.WithAdmin(s.store, s.invoices), api.WithSpend(s.spend), api.WithCredits(s.invoices))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,17 +146,23 @@ func (s *spendStack) workspace(id string) string {
 // adminPut sends body to an admin route of workspace ws and fails the test on anything but 200.
 func (s *spendStack) adminPut(ws, route string, body any) {
 	s.t.Helper()
+	s.admin2xx(http.MethodPut, ws, route, body)
+}
+
+// admin2xx sends body to an admin route of workspace ws and fails the test on anything but 2xx.
+func (s *spendStack) admin2xx(method, ws, route string, body any) {
+	s.t.Helper()
 	b, _ := json.Marshal(body)
-	req, _ := http.NewRequest(http.MethodPut, s.apiURL+"/v1/admin/workspaces/"+ws+route, bytes.NewReader(b))
+	req, _ := http.NewRequest(method, s.apiURL+"/v1/admin/workspaces/"+ws+route, bytes.NewReader(b))
 	req.Header.Set("Authorization", "Bearer "+s.admin)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode/100 != 2 {
 		msg, _ := io.ReadAll(resp.Body)
-		s.t.Fatalf("PUT %s%s: %d %s", ws, route, resp.StatusCode, msg)
+		s.t.Fatalf("%s %s%s: %d %s", method, ws, route, resp.StatusCode, msg)
 	}
 }
 
@@ -424,4 +433,78 @@ func TestTwoGatewaysHoldBudgetsAndRateLimits(t *testing.T) {
 			t.Fatalf("headers of a served completion: %v", h)
 		}
 	})
+}
+
+// TestPrepaidCreditsEndToEnd: a prepaid workspace with 1.00 USD of credit is served until
+// its credit is used up, then refused with 429 insufficient_quota; its balance, invoice
+// (a credit line paying the month up to the grant) and reconciliation agree with what the
+// clients were billed; new credit serves it again within seconds.
+func TestPrepaidCreditsEndToEnd(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	s := newSpendStack(t, ctx, 1, 300*time.Millisecond)
+	token := s.workspace("ws_prepaid")
+	s.admin2xx(http.MethodPost, "ws_prepaid", "/credits", map[string]any{"amount_usd": "1.00", "reason": "welcome"})
+	s.adminPut("ws_prepaid", "/billing_mode", map[string]any{"prepaid": true})
+	time.Sleep(700 * time.Millisecond)
+
+	const workers = 4
+	o := s.load(token, "ws_prepaid", workers, 3, time.Minute)
+	if o.refusal == nil || o.refusal.Code != "insufficient_quota" || !strings.Contains(o.refusal.Message, "prepaid") {
+		t.Fatalf("refusal %+v, want 429 insufficient_quota naming the prepaid credits", o.refusal)
+	}
+	credit := decimal.RequireFromString("1")
+	overshoot := o.spent.Sub(credit)
+	bound := o.maxCost.Mul(decimal.NewFromInt(workers))
+	t.Logf("prepaid with 1.00 USD of credit: %d completions for %s USD before refusals (overshoot %s, bound %s)", o.served, o.spent, overshoot, bound)
+	if o.spent.LessThan(credit) || overshoot.GreaterThan(bound) {
+		t.Fatalf("spent %s USD against 1.00 of credit, bound %s", o.spent, bound)
+	}
+
+	// Balance, invoice and reconciliation, from the rollups and raw events.
+	s.waitIngested("ws_prepaid", o.served)
+	agg, err := aggregate.New(aggregate.Config{Database: s.db, SafetyLag: time.Nanosecond}, s.conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agg.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var bal invoice.Balance
+	getJSON(t, s.apiURL+"/v1/credits", token, http.StatusOK, &bal)
+	if !bal.Prepaid || !bal.BalanceUSD.IsZero() || len(bal.Grants) != 1 || !bal.Grants[0].UsedUSD.Equal(credit) || bal.Grants[0].Reason != "welcome" {
+		t.Fatalf("GET /v1/credits: %+v, want the grant used up", bal)
+	}
+	start, end := invoice.Month(time.Now())
+	if _, err := s.invoices.Run(ctx, start, end); err != nil {
+		t.Fatal(err)
+	}
+	inv, err := s.invoices.Get(ctx, "ws_prepaid", invoice.ID("ws_prepaid", start, end))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := inv.Lines[len(inv.Lines)-1]
+	if last.Kind != invoice.KindCredit || !last.Amount.Equal(credit.Neg()) || !inv.Subtotal.Equal(overshoot) {
+		t.Fatalf("invoice subtotal %s, last line %+v: want a -1.00 credit line and the overshoot %s billed", inv.Subtotal, last, overshoot)
+	}
+	if diffs, err := s.invoices.Reconcile(ctx, "ws_prepaid", inv.ID); err != nil || len(diffs) != 0 {
+		t.Fatalf("reconcile: %v %v", diffs, err)
+	}
+
+	// More credit: served again within seconds.
+	added := time.Now()
+	s.admin2xx(http.MethodPost, "ws_prepaid", "/credits", map[string]any{"amount_usd": "0.50"})
+	client := openai.NewClient(option.WithBaseURL(s.gateways[0]+"/v1"), option.WithAPIKey(token), option.WithMaxRetries(0))
+	for {
+		_, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "venna-1",
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("again")}})
+		if err == nil {
+			break
+		}
+		if time.Since(added) > 10*time.Second {
+			t.Fatalf("still refused %s after credit was added: %v", time.Since(added), err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("served again %s after credit was added", time.Since(added).Round(time.Millisecond))
 }

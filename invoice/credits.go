@@ -309,3 +309,106 @@ func (iv *Invoicer) SetPrepaid(ctx context.Context, workspaceID string, prepaid 
 	}
 	return nil
 }
+
+// PrepaidLimits returns, for every workspace in prepaid mode at t, how much of the month's
+// spend its credits can pay for: what the grants in force at t have left after the other
+// months' invoices, plus what grants no longer in force (expired or voided this month)
+// applied to this month's invoice so far.
+func (iv *Invoicer) PrepaidLimits(ctx context.Context, t time.Time) (map[string]decimal.Decimal, error) {
+	prepaid, err := iv.Prepaid(ctx, t)
+	if err != nil || len(prepaid) == 0 {
+		return map[string]decimal.Decimal{}, err
+	}
+	wss := make([]string, 0, len(prepaid))
+	for ws := range prepaid {
+		wss = append(wss, ws)
+	}
+	sort.Strings(wss)
+	grants, err := iv.Grants(ctx, wss)
+	if err != nil {
+		return nil, err
+	}
+	applied, err := iv.creditsApplied(ctx, wss)
+	if err != nil {
+		return nil, err
+	}
+	month, _ := Month(t)
+	out := make(map[string]decimal.Decimal, len(wss))
+	for _, ws := range wss {
+		limit := decimal.Zero
+		avail := available(grants[ws], applied[ws], month)
+		for _, g := range grants[ws] {
+			if g.inForce(t) {
+				limit = limit.Add(decimal.Max(avail[g.ID], decimal.Zero))
+			} else {
+				limit = limit.Add(applied[ws][g.ID][month.Unix()])
+			}
+		}
+		out[ws] = limit
+	}
+	return out, nil
+}
+
+// GrantBalance is a grant with what invoices, and the current month so far, took from it.
+type GrantBalance struct {
+	Grant
+	UsedUSD      decimal.Decimal `json:"used_usd"`      // applied by non-void invoices, and by this month's usage so far
+	RemainingUSD decimal.Decimal `json:"remaining_usd"` // zero once expired or voided
+}
+
+// Balance is a workspace's prepaid credit now.
+type Balance struct {
+	Object      string          `json:"object"` // "credit_balance"
+	WorkspaceID string          `json:"workspace_id"`
+	Prepaid     bool            `json:"prepaid"`
+	BalanceUSD  decimal.Decimal `json:"balance_usd"` // what grants in force still hold
+	Grants      []GrantBalance  `json:"grants"`      // in burn order
+}
+
+// Balance is workspaceID's credit at t: each grant less what every non-void invoice of
+// another month applies and what this month's usage so far takes (as its invoice would,
+// computed now from the rollups).
+func (iv *Invoicer) Balance(ctx context.Context, workspaceID string, t time.Time) (Balance, error) {
+	ws := []string{workspaceID}
+	grants, err := iv.Grants(ctx, ws)
+	if err != nil {
+		return Balance{}, err
+	}
+	prepaid, err := iv.Prepaid(ctx, t)
+	if err != nil {
+		return Balance{}, err
+	}
+	b := Balance{Object: "credit_balance", WorkspaceID: workspaceID, Prepaid: prepaid[workspaceID], Grants: []GrantBalance{}}
+	gs := grants[workspaceID]
+	if len(gs) == 0 {
+		return b, nil
+	}
+	applied, err := iv.creditsApplied(ctx, ws)
+	if err != nil {
+		return Balance{}, err
+	}
+	start, end := Month(t)
+	live, err := iv.ComputeWorkspace(ctx, workspaceID, start, end)
+	if err != nil {
+		return Balance{}, err
+	}
+	now := map[string]decimal.Decimal{}
+	if live != nil {
+		for _, l := range live.Lines {
+			if l.Kind == KindCredit {
+				now[l.GrantID] = now[l.GrantID].Sub(l.Amount)
+			}
+		}
+	}
+	avail := available(gs, applied[workspaceID], start)
+	CreditOrder(gs)
+	for _, g := range gs {
+		gb := GrantBalance{Grant: g, UsedUSD: g.AmountUSD.Sub(avail[g.ID]).Add(now[g.ID])}
+		if g.inForce(t) {
+			gb.RemainingUSD = decimal.Max(decimal.Zero, g.AmountUSD.Sub(gb.UsedUSD))
+			b.BalanceUSD = b.BalanceUSD.Add(gb.RemainingUSD)
+		}
+		b.Grants = append(b.Grants, gb)
+	}
+	return b, nil
+}

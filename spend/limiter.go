@@ -38,6 +38,16 @@ type LimiterConfig struct {
 	// StaleAfter is the age at which the ClickHouse snapshot no longer counts as current.
 	// Default 15 × Refresh.
 	StaleAfter time.Duration
+	// Credits gives the prepaid workspaces and the credit each has for the month
+	// (invoice.Invoicer); nil: no prepaid mode.
+	Credits Credits
+}
+
+// Credits is what prepaid mode is enforced from (invoice.Invoicer).
+type Credits interface {
+	// PrepaidLimits returns, for every workspace in prepaid mode at t, how much of the
+	// month's spend its credits can pay for.
+	PrepaidLimits(ctx context.Context, t time.Time) (map[string]decimal.Decimal, error)
 }
 
 // Validate names the first bad field.
@@ -89,6 +99,8 @@ type ownerState struct {
 
 	hasBudget bool
 	hard      bool
+	prepaid   bool  // in prepaid mode: refused once its spend reaches credit
+	credit    int64 // nano-USD
 	budget    int64 // nano-USD
 	budgetUSD decimal.Decimal
 	hasLimit  bool
@@ -162,7 +174,8 @@ type snapshot struct {
 	at      time.Time
 	budgets map[string]Budget
 	limits  map[string]RateLimit
-	spent   map[string]int64 // nano-USD
+	prepaid map[string]decimal.Decimal // by workspace: the credit its spend may reach
+	spent   map[string]int64           // nano-USD
 }
 
 // Refresh reads budgets, rate limits and the month-to-date spend from ClickHouse.
@@ -177,7 +190,12 @@ func (l *Limiter) Refresh(ctx context.Context) error {
 		return err
 	}
 	snap := snapshot{at: now, budgets: budgets, limits: limits, spent: map[string]int64{}}
-	if len(budgets) > 0 {
+	if l.cfg.Credits != nil {
+		if snap.prepaid, err = l.cfg.Credits.PrepaidLimits(ctx, now); err != nil {
+			return err
+		}
+	}
+	if len(budgets) > 0 || len(snap.prepaid) > 0 {
 		ms, err := l.store.MonthToDate(ctx, l.prices, now, "")
 		if err != nil {
 			return err
@@ -201,12 +219,15 @@ func (l *Limiter) apply(snap snapshot) {
 	for _, r := range snap.limits {
 		v.limited[r.WorkspaceID] = true
 	}
+	for ws := range snap.prepaid {
+		v.limited[ws] = true
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	newMonth := !l.month.Equal(v.month)
 	l.month, l.monthEnd = v.month, v.month.AddDate(0, 1, 0)
 	for _, o := range l.owners {
-		o.hasBudget, o.hasLimit, o.ch = false, false, 0
+		o.hasBudget, o.hasLimit, o.prepaid, o.ch = false, false, false, 0
 		if newMonth {
 			// A new month: nothing served yet counts toward it.
 			o.base, o.baseSet, o.shared, o.total, o.unsynced = 0, false, 0, 0, 0
@@ -220,8 +241,12 @@ func (l *Limiter) apply(snap snapshot) {
 		o := l.ownerLocked(name)
 		o.hasLimit, o.limit = true, r
 	}
+	for ws, credit := range snap.prepaid {
+		o := l.ownerLocked(ws)
+		o.prepaid, o.credit = true, nanoDown(credit)
+	}
 	for name, n := range snap.spent {
-		if o := l.owners[name]; o != nil || snap.budgets[name].WorkspaceID != "" {
+		if o := l.owners[name]; o != nil || snap.budgets[name].WorkspaceID != "" || snap.prepaid[name].IsPositive() {
 			o = l.ownerLocked(name)
 			o.ch = n
 			if !o.baseSet && o.total == 0 {
@@ -302,7 +327,7 @@ func (l *Limiter) sync(ctx context.Context) {
 			deltas[name] = o.unsynced
 			o.unsynced = 0
 		}
-		if o.hasBudget {
+		if o.hasBudget || o.prepaid {
 			owners = append(owners, name)
 			floors[name] = o.ch
 		}
@@ -367,15 +392,28 @@ func (l *Limiter) Admit(p apikey.Principal, model string, promptTokens int64) ga
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	pr := l.principalLocked(p)
-	if !pr.ws.hasBudget && !pr.key.hasBudget && !pr.ws.hasLimit && !pr.key.hasLimit {
+	if !pr.ws.hasBudget && !pr.key.hasBudget && !pr.ws.hasLimit && !pr.key.hasLimit && !pr.ws.prepaid {
 		return a
 	}
 	if l.cfg.FailClosed && !l.healthyLocked(v, now) &&
-		((pr.ws.hasBudget && pr.ws.hard) || (pr.key.hasBudget && pr.key.hard) || pr.ws.hasLimit || pr.key.hasLimit) {
+		((pr.ws.hasBudget && pr.ws.hard) || (pr.key.hasBudget && pr.key.hard) || pr.ws.hasLimit || pr.key.hasLimit || pr.ws.prepaid) {
 		l.m.refused("unavailable")
 		a.Refusal = &gateway.Refusal{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "limits_unavailable",
 			Message: "Your workspace's budget or rate limits cannot be checked right now; retry shortly.", RetryAfter: time.Second}
 		return a
+	}
+	if o := pr.ws; o.prepaid {
+		if spent := l.spentLocked(o); spent >= o.credit {
+			l.m.refused("credits")
+			if now.Sub(o.warned) >= time.Minute {
+				o.warned = now
+				l.log.Warn("completions refused", "owner", o.name, "why", "prepaid credits used up", "credit_usd", nanoString(o.credit), "spent_usd", nanoString(spent))
+			}
+			a.Refusal = &gateway.Refusal{Status: http.StatusTooManyRequests, Type: "insufficient_quota", Code: "insufficient_quota",
+				Message: fmt.Sprintf("Workspace %s is prepaid and its credits are used up: %s USD spent this month against %s USD of credit. Add credit to continue.",
+					p.WorkspaceID, nanoString(spent), nanoString(o.credit))}
+			return a
+		}
 	}
 	for _, o := range [2]*ownerState{pr.key, pr.ws} {
 		if !o.hasBudget || !o.hard {
@@ -528,6 +566,15 @@ func unitPrices(pb *invoice.PriceBook, t time.Time) (map[string]unitPrice, map[s
 
 // picoPerToken is USD per 1M tokens as pico-USD per token: the same digits.
 func picoPerToken(perMillion decimal.Decimal) int64 { return perMillion.Shift(6).IntPart() }
+
+// nanoDown is d USD in nano-USD, rounded down: credit is never overstated.
+func nanoDown(d decimal.Decimal) int64 {
+	n := d.Shift(9).Truncate(0)
+	if n.GreaterThan(decimal.NewFromInt(math.MaxInt64 / 4)) {
+		return math.MaxInt64 / 4
+	}
+	return n.IntPart()
+}
 
 // nanoUp is d USD in nano-USD, rounded up.
 func nanoUp(d decimal.Decimal) int64 {

@@ -43,7 +43,7 @@ type refusedCollector struct {
 func (c refusedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c refusedCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, reason := range []string{"budget", "rate_requests", "rate_tokens", "unavailable"} {
+	for _, reason := range []string{"budget", "credits", "rate_requests", "rate_tokens", "unavailable"} {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(c.l.Refused()[reason]), reason)
 	}
 }
@@ -52,7 +52,7 @@ func (c refusedCollector) Collect(ch chan<- prometheus.Metric) {
 func (l *Limiter) Instrument(reg prometheus.Registerer) error {
 	cs := []prometheus.Collector{
 		refusedCollector{l, prometheus.NewDesc("venna_gateway_limit_refusals_total",
-			"Completions refused by a budget (insufficient_quota), a rate limit, or limits that could not be checked (fail closed).", []string{"reason"}, nil)},
+			"Completions refused by a budget or used-up prepaid credits (insufficient_quota), a rate limit, or limits that could not be checked (fail closed).", []string{"reason"}, nil)},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "venna_gateway_spend_store_up",
 			Help: "1 while the shared spend store (Redis) answers; without one, always 1."}, func() float64 {
 			if l.cfg.Shared == nil || l.m.storeUp.Load() {

@@ -44,6 +44,10 @@ Admin:
   budget clear --workspace ID [--key KEY_ID]
   budget show --workspace ID       the month so far against budgets and limits, and its alerts
   ratelimit set --workspace ID [--key KEY_ID] [--rpm N] [--tpm N]
+  credit grant --workspace ID --amount-usd N [--effective-from T] [--expires-at T] [--priority N] [--reason R]
+  credit balance --workspace ID    each grant: used, remaining
+  credit void --workspace ID GRANT_ID
+  credit prepaid --workspace ID on|off   refuse completions once credits are used up
   dlq redrive [--limit N]          put dead-lettered events that now validate back on the usage topic
   demo [--requests N]              send traffic for two new workspaces, print usage and invoices
   config-table                     print the configuration reference (Markdown)
@@ -106,6 +110,7 @@ func commands() map[string]struct {
 		"invoice":      {run: runInvoice, extra: invoiceFlags},
 		"budget":       {run: runBudget, extra: budgetFlags},
 		"ratelimit":    {run: runRateLimit, extra: rateLimitFlags},
+		"credit":       {run: runCredit, extra: creditCmdFlags},
 		"demo":         {run: runDemo, extra: demoFlags},
 		"config-table": {run: func(_ context.Context, env *Env, _ []string) error { fmt.Fprint(env.Out, configTable()); return nil }},
 	}

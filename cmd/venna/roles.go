@@ -90,6 +90,12 @@ func newLimiter(ctx context.Context, env *Env, conn driver.Conn) (*spend.Limiter
 		id := fmt.Sprintf("%s-%d-%d", host, os.Getpid(), time.Now().UnixNano())
 		cfg.Shared = spend.NewRedisShared(rdb, c.ClickHouse.Database, id, max(3*c.SpendSync, time.Second))
 	}
+	// Prepaid workspaces are stopped when their credits, as invoices apply them, run out.
+	credits, err := invoice.New(invoice.Config{Database: c.ClickHouse.Database, Grace: c.InvoiceGrace}, conn, prices)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Credits = credits
 	l, err := spend.NewLimiter(ctx, cfg, spend.NewStore(conn, c.ClickHouse.Database), prices, env.Log)
 	if err != nil {
 		return nil, fmt.Errorf("spend limits (did 'venna migrate' run?): %w", err)
@@ -329,7 +335,7 @@ func runAPI(ctx context.Context, env *Env, _ []string) error {
 	}
 	srv, err := api.New(api.Config{Database: c.ClickHouse.Database, AdminToken: c.AdminToken}, conn, auth, inv, env.Log,
 		api.WithPrices(prices), api.WithAdmin(apikey.NewStore(conn, c.ClickHouse.Database), inv),
-		api.WithSpend(spend.NewStore(conn, c.ClickHouse.Database)))
+		api.WithSpend(spend.NewStore(conn, c.ClickHouse.Database)), api.WithCredits(inv))
 	if err != nil {
 		return err
 	}
