@@ -4,7 +4,8 @@
 # upstream in one process, sends completions for two workspaces through the gateway, and
 # prints each workspace's usage and invoice as the REST API serves them.
 #   REQUESTS=500 scripts/demo.sh        # more traffic
-#   VENNA_KEEP_RUNNING=1 scripts/demo.sh  # leave the stack up afterwards (stop: scripts/services.sh stop)
+#   VENNA_KEEP_RUNNING=1 scripts/demo.sh  # leave everything up afterwards: the roles (gateway :8080,
+#                                         # API :8081) and the services (stop all: scripts/services.sh stop)
 #   VENNA_CLICKHOUSE_ENGINE=26.9 scripts/demo.sh  # on the ClickHouse 26.9 engine (the chdb
 #                                                 # harness, over HTTPS) instead of 18.16
 set -euo pipefail
@@ -25,9 +26,17 @@ bin/venna migrate
 
 bin/venna all --with-sim >"$VENNA_STATE_DIR/venna.log" 2>&1 &
 pid=$!
+# scripts/services.sh stop stops this process too.
+echo "$pid" > "$VENNA_STATE_DIR/venna.pid"
 cleanup() {
+  if [ -n "${VENNA_KEEP_RUNNING:-}" ] && kill -0 "$pid" 2>/dev/null; then
+    echo "left running: venna all (pid $pid; gateway http://127.0.0.1:8080, API http://127.0.0.1:8081), ClickHouse, Kafka, Redis"
+    echo "stop everything with: VENNA_STATE_DIR=$VENNA_STATE_DIR scripts/services.sh stop"
+    return
+  fi
   kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
-  if [ -z "${VENNA_KEEP_RUNNING:-}" ]; then scripts/services.sh stop; fi
+  rm -f "$VENNA_STATE_DIR/venna.pid"
+  scripts/services.sh stop
 }
 trap cleanup EXIT
 for _ in $(seq 1 100); do

@@ -284,7 +284,7 @@ ENV
 
 case "${1:-}" in
   start) clickhouse_start; kafka_start; redis_start; print_env ;;
-  stop) redis_stop; kafka_stop; clickhouse_stop ;;
+  stop) stop_pid "$STATE/venna.pid"; redis_stop; kafka_stop; clickhouse_stop ;;
   env) print_env ;;
   clickhouse-start) clickhouse_start ;;
   clickhouse-stop) clickhouse_stop "${2:-TERM}" ;;
