@@ -1,16 +1,20 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/venna/metering/apikey"
@@ -18,30 +22,69 @@ import (
 	"github.com/venna/metering/invoice"
 )
 
-// maxNameLen bounds workspace and key names.
+// maxNameLen bounds workspace and key names, in characters.
 const maxNameLen = 200
 
-// decodeBody reads the JSON request body into v, refusing unknown fields, trailing data
-// and bodies over the size limit. It answers the error itself and reports false.
+// periodPattern is an invoice run's month, as openapi.json states it.
+var periodPattern = regexp.MustCompile(`^(19[7-9][0-9]|20[0-9]{2}|210[0-5])-(0[1-9]|1[0-2])$`)
+
+// blank reports whether a name has nothing to show: only spaces and control characters.
+func blank(s string) bool {
+	return strings.IndexFunc(s, func(r rune) bool { return !unicode.IsSpace(r) && !unicode.IsControl(r) }) < 0
+}
+
+// decodeBody reads the JSON request body into v, refusing anything but an object, unknown
+// fields, trailing data, null values and bodies over the size limit. It answers the error
+// itself and reports false.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(r.Body)
+	raw, err := io.ReadAll(r.Body)
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		apierr.Write(w, http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large", fmt.Sprintf("The request body is larger than %d bytes.", tooBig.Limit), "")
+		return false
+	}
+	if t := bytes.TrimSpace(raw); len(t) == 0 || t[0] != '{' {
+		apierr.Write(w, http.StatusBadRequest, "invalid_request_error", "invalid_json", "The request body must be a JSON object.", "")
+		return false
+	}
+	if name := nullField(raw, v); name != "" {
+		// encoding/json would quietly take null as the zero value, or as "not given".
+		badParam(w, name, fmt.Sprintf("'%s' cannot be null; leave it out instead.", name))
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
+	err = dec.Decode(v)
 	if err == nil && dec.More() {
 		err = errors.New("trailing data after the JSON object")
 	}
-	var tooBig *http.MaxBytesError
 	switch {
 	case err == nil:
 		return true
-	case errors.As(err, &tooBig):
-		apierr.Write(w, http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large", fmt.Sprintf("The request body is larger than %d bytes.", tooBig.Limit), "")
 	case errors.Is(err, io.EOF):
 		apierr.Write(w, http.StatusBadRequest, "invalid_request_error", "invalid_json", "The request body must be a JSON object.", "")
 	default:
 		apierr.Write(w, http.StatusBadRequest, "invalid_request_error", "invalid_json", "The request body is not valid JSON for this route: "+err.Error(), "")
 	}
 	return false
+}
+
+// nullField is the JSON name of a field of struct *v that body sets to null (no field of
+// the API's bodies is nullable), or "".
+func nullField(body []byte, v any) string {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(body, &top) != nil {
+		return "" // not an object: the decoder says what is wrong
+	}
+	t := reflect.TypeOf(v).Elem()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if raw, ok := top[name]; ok && string(bytes.TrimSpace(raw)) == "null" {
+			return name
+		}
+	}
+	return ""
 }
 
 func (s *Server) listWorkspaces(w http.ResponseWriter, r *http.Request) {
@@ -65,10 +108,10 @@ func (s *Server) createWorkspace(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch {
-	case strings.TrimSpace(body.Name) == "" || len(body.Name) > maxNameLen:
-		badParam(w, "name", fmt.Sprintf("'name' is required, at most %d bytes.", maxNameLen))
+	case blank(body.Name) || utf8.RuneCountInString(body.Name) > maxNameLen:
+		badParam(w, "name", fmt.Sprintf("'name' is required: at most %d characters, not only spaces.", maxNameLen))
 		return
-	case len(body.ID) > 64 || strings.IndexFunc(body.ID, unicode.IsSpace) >= 0:
+	case utf8.RuneCountInString(body.ID) > 64 || strings.IndexFunc(body.ID, unicode.IsSpace) >= 0:
 		badParam(w, "id", "'id' is at most 64 characters without spaces; omit it for a random ws_ ID.")
 		return
 	}
@@ -116,8 +159,8 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &body) {
 		return
 	}
-	if len(body.Name) > maxNameLen {
-		badParam(w, "name", fmt.Sprintf("'name' is at most %d bytes.", maxNameLen))
+	if utf8.RuneCountInString(body.Name) > maxNameLen {
+		badParam(w, "name", fmt.Sprintf("'name' is at most %d characters.", maxNameLen))
 		return
 	}
 	k, secret, err := s.accounts.IssueKey(r.Context(), workspace(r), body.Name)
@@ -167,13 +210,11 @@ func (s *Server) runInvoices(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &body) {
 		return
 	}
+	// A month ClickHouse's DateTime holds (1970 to 2105); a month that has not started
+	// is computed too: it bills nothing yet.
 	start, err := time.Parse("2006-01", body.Period)
-	if err != nil {
-		badParam(w, "period", fmt.Sprintf("Invalid 'period': %q; use a month as YYYY-MM.", body.Period))
-		return
-	}
-	if start.After(s.now()) {
-		badParam(w, "period", fmt.Sprintf("Invalid 'period': %s has not started.", body.Period))
+	if err != nil || !periodPattern.MatchString(body.Period) {
+		badParam(w, "period", fmt.Sprintf("Invalid 'period': %q; use a month from 1970-01 to 2105-12 as YYYY-MM.", body.Period))
 		return
 	}
 	res, err := s.billing.Run(r.Context(), start, start.AddDate(0, 1, 0))

@@ -22,6 +22,7 @@ import (
 	"github.com/venna/metering/internal/chdb"
 	"github.com/venna/metering/internal/testenv"
 	"github.com/venna/metering/invoice"
+	"github.com/venna/metering/spend"
 )
 
 const adminToken = "test-admin-token-0123456789"
@@ -97,7 +98,7 @@ func newFixture(t *testing.T, opts ...fixtureOption) *fixture {
 		t.Fatal(err)
 	}
 	acfg := api.Config{Database: f.db, AdminToken: adminToken}
-	aopts := []api.Option{api.WithPrices(f.prices), api.WithAdmin(f.store, f.inv)}
+	aopts := []api.Option{api.WithPrices(f.prices), api.WithAdmin(f.store, f.inv), api.WithSpend(spend.NewStore(conn, f.db)), api.WithCredits(f.inv)}
 	for _, o := range opts {
 		o(f, &acfg, &aopts)
 	}

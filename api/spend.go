@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/shopspring/decimal"
@@ -84,8 +85,17 @@ func (s *Server) setBudget(w http.ResponseWriter, r *http.Request) {
 	if b.Thresholds == nil {
 		b.Thresholds = spend.DefaultThresholds
 	}
+	if len(b.Thresholds) > 10 {
+		badParam(w, "thresholds", "At most 10 thresholds.")
+		return
+	}
+	b.Normalize()
 	if err := b.Validate(); err != nil {
-		badParam(w, "monthly_usd", err.Error())
+		param := "monthly_usd"
+		if strings.Contains(err.Error(), "threshold") {
+			param = "thresholds"
+		}
+		badParam(w, param, err.Error())
 		return
 	}
 	b, err = s.spend.SetBudget(r.Context(), b)

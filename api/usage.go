@@ -28,15 +28,15 @@ var (
 // width is one bucket_width /v1/usage serves.
 type width struct {
 	d                  time.Duration
-	defLimit, maxLimit int           // buckets per page
-	maxRange           time.Duration // longest start_time..end_time; 0: any
-	rawOnly            bool          // finer than the hourly rollups: always read raw events
+	defLimit, maxLimit int  // buckets per page
+	rawOnly            bool // finer than the hourly rollups: always read raw events
 }
 
+// A range of any length is served, a page of at most maxLimit buckets at a time.
 var widths = map[string]width{
-	"1m": {time.Minute, 60, 1440, 24 * time.Hour, true},
-	"1h": {time.Hour, 24, 168, 31 * 24 * time.Hour, false},
-	"1d": {24 * time.Hour, 7, 31, 0, false},
+	"1m": {time.Minute, 60, 1440, true},
+	"1h": {time.Hour, 24, 168, false},
+	"1d": {24 * time.Hour, 7, 31, false},
 }
 
 // maxFilterValues bounds the models and api_key_ids filters.
@@ -157,16 +157,12 @@ func parseUsage(q url.Values, now time.Time) (usageRequest, error) {
 	switch {
 	case err != nil:
 		return req, err
-	case ok && !end.After(start):
-		return req, badf("end_time", "Invalid 'end_time': it must be after start_time.")
-	case !ok && !start.Before(now):
-		return req, badf("start_time", "Invalid 'start_time': it is in the future; pass an end_time for a range that ends later than now.")
 	case !ok:
 		end = now.UTC()
 	}
-	if w.maxRange > 0 && end.Sub(start) > w.maxRange {
-		return req, badf("bucket_width", "bucket_width %s covers at most %s; use a wider bucket or a shorter start_time..end_time.", name, fmtRange(w.maxRange))
-	}
+	// A range that ends where it starts, or before (a start in the future without an
+	// end), holds no bucket: an empty page, not an error.
+	empty := !end.After(start)
 	for _, g := range values(q, "group_by") {
 		switch g {
 		case "model":
@@ -178,18 +174,20 @@ func parseUsage(q url.Values, now time.Time) (usageRequest, error) {
 		}
 	}
 	req.models, req.keys = values(q, "models"), values(q, "api_key_ids")
-	for param, list := range map[string][]string{"models": req.models, "api_key_ids": req.keys} {
-		if len(list) > maxFilterValues {
+	for _, param := range []string{"models", "api_key_ids"} {
+		// The count the API states: the parameter's repeats (the query string's length
+		// bounds what comma-separated values add).
+		if n := len(q[param]) + len(q[param+"[]"]); n > maxFilterValues {
 			return req, badf(param, "Invalid '%s': at most %d values.", param, maxFilterValues)
 		}
 	}
 	limit := w.defLimit
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > w.maxLimit {
-			return req, badf("limit", "Invalid 'limit': %q; use 1 to %d for bucket_width %s.", v, w.maxLimit, name)
+		if err != nil || n < 1 || n > 1440 {
+			return req, badf("limit", "Invalid 'limit': %q; use 1 to 1440 (pages hold at most 1440 buckets of 1m, 168 of 1h, 31 of 1d).", v)
 		}
-		limit = n
+		limit = min(n, w.maxLimit)
 	}
 	// Buckets are whole: start rounds down and end up to the bucket grid (UTC).
 	req.start = start.Truncate(w.d)
@@ -197,27 +195,36 @@ func parseUsage(q url.Values, now time.Time) (usageRequest, error) {
 	if req.end.Before(end) {
 		req.end = req.end.Add(w.d)
 	}
+	if empty {
+		req.end = req.start
+	}
 	req.pageStart = req.start
 	if v := q.Get("page"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
-		p := time.Unix(n, 0).UTC()
-		if err != nil || n < 0 || n > maxUnix || !p.Equal(p.Truncate(w.d)) || p.Before(req.start) || !p.Before(req.end) {
+		if err != nil || n < 0 || n > maxUnix {
 			return req, badf("page", "Invalid 'page': %q; pass the next_page of the previous response with the same parameters.", v)
 		}
-		req.pageStart = p
+		// A page is the start of its first bucket, within the range: anything else
+		// is taken to the bucket it falls in, and clamped to the range.
+		req.pageStart = time.Unix(n, 0).UTC().Truncate(w.d)
+		req.pageStart = maxT(req.start, minT(req.pageStart, req.end))
 	}
-	req.pageEnd = req.pageStart.Add(time.Duration(limit) * w.d)
-	if req.pageEnd.After(req.end) {
-		req.pageEnd = req.end
-	}
+	req.pageEnd = minT(req.pageStart.Add(time.Duration(limit)*w.d), req.end)
 	return req, nil
 }
 
-func fmtRange(d time.Duration) string {
-	if days := d / (24 * time.Hour); days > 1 {
-		return fmt.Sprintf("%d days", days)
+func minT(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
 	}
-	return "1 day"
+	return a
+}
+
+func maxT(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 func (s *Server) usage(w http.ResponseWriter, r *http.Request) {

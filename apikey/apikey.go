@@ -18,6 +18,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/venna/metering/internal/chdb"
@@ -84,7 +86,7 @@ func (s *Store) CreateWorkspace(ctx context.Context, id, name string) (Workspace
 	if id == "" {
 		id = NewWorkspaceID()
 	}
-	if strings.ContainsAny(id, " \t\n") || len(id) > 64 {
+	if strings.IndexFunc(id, unicode.IsSpace) >= 0 || utf8.RuneCountInString(id) > 64 {
 		return Workspace{}, fmt.Errorf("workspace id %q: want at most 64 characters without spaces", id)
 	}
 	w := Workspace{ID: id, Name: name, CreatedAt: time.Now().UTC().Truncate(time.Second)}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"time"
+	"unicode/utf8"
 
 	"github.com/shopspring/decimal"
 	"github.com/venna/metering/internal/chdb"
@@ -48,8 +49,8 @@ func (g Grant) Validate() error {
 		return errors.New("grant: expires_at must be after effective_from")
 	case g.Priority < 0 || g.Priority > 65535:
 		return errors.New("grant: priority is 0 to 65535")
-	case len(g.Reason) > 500:
-		return errors.New("grant: reason is at most 500 bytes")
+	case utf8.RuneCountInString(g.Reason) > 500:
+		return errors.New("grant: reason is at most 500 characters")
 	}
 	return nil
 }

@@ -404,7 +404,7 @@ func (iv *Invoicer) headers(ctx context.Context, where string, args ...any) ([]*
 	defer rows.Close()
 	var out []*Invoice
 	for rows.Next() {
-		inv := &Invoice{}
+		inv := &Invoice{Lines: []Line{}} // a header alone: Get reads the lines
 		if err := rows.Scan(&inv.ID, &inv.WorkspaceID, &inv.PeriodStart, &inv.PeriodEnd, &inv.Status, &inv.Currency,
 			&inv.Subtotal, &inv.Total, &inv.ComputedAt, &inv.FinalizedAt, &inv.Version); err != nil {
 			return nil, fmt.Errorf("scan invoice: %w", err)

@@ -9,7 +9,8 @@
 # that compare the versions statement by statement reach the other one through
 # VENNA_TEST_CLICKHOUSE_COMPARE), and stops them.
 #
-#   scripts/test.sh                          # both versions
+#   scripts/test.sh                          # both versions, then the API contract check
+#                                            # (scripts/contract.sh: Schemathesis over api/openapi.json)
 #   scripts/test.sh --engine 26.9            # one version (VENNA_TEST_ENGINES="26.9" too)
 #   scripts/test.sh -run TestEndToEnd ./e2e/ # extra arguments go to `go test`
 #
@@ -24,6 +25,8 @@ cd "$ROOT"
 
 engines=${VENNA_TEST_ENGINES:-"18.16 26.9"}
 args=()
+whole=1 # no arguments: the whole suite, and the contract check after it
+[ $# -eq 0 ] || whole=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --engine) engines=$2; shift 2 ;;
@@ -95,8 +98,14 @@ for engine in $engines; do
   set -e
   [ $rc -eq 0 ] || failed+=("$engine")
 done
+if [ $whole -eq 1 ] && [ "${VENNA_TEST_CONTRACT:-1}" != 0 ]; then
+  echo "=== API contract (Schemathesis) on ClickHouse $(echo $engines | cut -d' ' -f1)"
+  if ! ( eval "$(services "$(echo $engines | cut -d' ' -f1)" env)"; scripts/contract.sh ); then
+    failed+=("contract")
+  fi
+fi
 if [ ${#failed[@]} -gt 0 ]; then
-  echo "=== FAILED on ClickHouse ${failed[*]}" >&2
+  echo "=== FAILED: ${failed[*]}" >&2
   exit 1
 fi
 echo "=== passed on ClickHouse $engines"

@@ -58,6 +58,11 @@ type Budget struct {
 	EffectiveFrom time.Time       `json:"effective_from"`
 }
 
+// Normalize sorts the thresholds and drops repeats: the order they are given in says nothing.
+func (b *Budget) Normalize() {
+	b.Thresholds = slices.Compact(slices.Sorted(slices.Values(b.Thresholds)))
+}
+
 // Validate names the first bad field.
 func (b Budget) Validate() error {
 	switch {
@@ -74,7 +79,7 @@ func (b Budget) Validate() error {
 	}
 	for i, t := range b.Thresholds {
 		if t < 1 || t > 250 || (i > 0 && t <= b.Thresholds[i-1]) {
-			return fmt.Errorf("budget: thresholds %v: want ascending percentages from 1 to 250", b.Thresholds)
+			return fmt.Errorf("budget: thresholds %v: want percentages from 1 to 250, ascending (Normalize sorts them)", b.Thresholds)
 		}
 	}
 	return nil
@@ -120,6 +125,7 @@ func (s *Store) SetBudget(ctx context.Context, b Budget) (Budget, error) {
 	if b.Thresholds == nil {
 		b.Thresholds = DefaultThresholds
 	}
+	b.Normalize()
 	if err := b.Validate(); err != nil {
 		return Budget{}, err
 	}
