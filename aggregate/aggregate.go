@@ -209,7 +209,7 @@ func (a *Aggregator) rewrite(ctx context.Context, query, what string, width time
 		list := make([]string, len(part))
 		lo, hi := part[0], part[0]
 		for i, w := range part {
-			list[i] = fmt.Sprintf("toDateTime(%d, 'UTC')", w.Unix())
+			list[i] = sqlset.DateTime(w)
 			lo, hi = minTime(lo, w), maxTime(hi, w)
 		}
 		q := sqlset.Fill(query, "db", a.cfg.Database, "windows", strings.Join(list, ", "),

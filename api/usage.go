@@ -269,31 +269,6 @@ func rollupCutoff(watermark, now time.Time) time.Time {
 	return c
 }
 
-// segmentExpr numbers the price segments: how many price changes happened at or before
-// col. Within one bucket and segment every model has one price and discount.
-func segmentExpr(col string, breaks []time.Time) string {
-	if len(breaks) == 0 {
-		return "toUInt64(0)"
-	}
-	parts := make([]string, len(breaks))
-	for i, b := range breaks {
-		parts[i] = fmt.Sprintf("toUInt64(%s >= toDateTime(%d, 'UTC'))", col, b.Unix())
-	}
-	return strings.Join(parts, " + ")
-}
-
-func between(col string, from, to time.Time) string {
-	return fmt.Sprintf("%s >= toDateTime(%d, 'UTC') AND %s < toDateTime(%d, 'UTC')", col, from.Unix(), col, to.Unix())
-}
-
-func dateList(ts []time.Time) string {
-	parts := make([]string, len(ts))
-	for i, t := range ts {
-		parts[i] = fmt.Sprintf("toDateTime(%d, 'UTC')", t.Unix())
-	}
-	return strings.Join(parts, ", ")
-}
-
 type usageKey struct {
 	bucket     int64
 	model, key string
@@ -327,7 +302,7 @@ func (s *Server) usageQueries(ws string, req usageRequest, cutoff time.Time, bre
 			args = append(args, req.keys)
 		}
 		q := sqlset.Fill(tmpl, "db", s.cfg.Database, "width", strconv.Itoa(int(req.w.d/time.Second)),
-			"key", key, "seg", segmentExpr(col, breaks), "cond", c)
+			"key", key, "seg", sqlset.Segment(col, breaks), "cond", c)
 		out = append(out, usageQuery{q, args})
 	}
 	hourlyFrom := req.pageStart
@@ -340,22 +315,22 @@ func (s *Server) usageQueries(ws string, req usageRequest, cutoff time.Time, bre
 			}
 		}
 		if req.pageStart.Before(cutoffDay) {
-			cond := between("day", req.pageStart, cutoffDay)
+			cond := sqlset.Between("day", req.pageStart, cutoffDay)
 			if len(split) > 0 {
-				cond += " AND day NOT IN (" + dateList(split) + ")"
+				cond += " AND day NOT IN (" + sqlset.DateTimes(split) + ")"
 			}
 			add(usageDailySQL, "day", cond)
 			if len(split) > 0 {
-				add(usageHourlySQL, "hour", between("hour", req.pageStart, cutoffDay)+" AND toStartOfDay(hour) IN ("+dateList(split)+")")
+				add(usageHourlySQL, "hour", sqlset.Between("hour", req.pageStart, cutoffDay)+" AND toStartOfDay(hour) IN ("+sqlset.DateTimes(split)+")")
 			}
 			hourlyFrom = cutoffDay
 		}
 	}
 	if hourlyFrom.Before(cutoff) {
-		add(usageHourlySQL, "hour", between("hour", hourlyFrom, cutoff))
+		add(usageHourlySQL, "hour", sqlset.Between("hour", hourlyFrom, cutoff))
 	}
 	if cutoff.Before(req.pageEnd) {
-		add(usageRawSQL, "occurred_at", between("occurred_at", cutoff, req.pageEnd))
+		add(usageRawSQL, "occurred_at", sqlset.Between("occurred_at", cutoff, req.pageEnd))
 	}
 	return out
 }

@@ -156,20 +156,13 @@ func (iv *Invoicer) priceUsage(ctx context.Context, start, end time.Time, src us
 	breaks := mergeTimes(iv.prices.Breakpoints(start, end), extra)
 	// segment = how many price changes happened at or before the hour: usage of one
 	// segment was all billed at the same prices.
-	seg := "toUInt64(0)"
-	if len(breaks) > 0 {
-		parts := make([]string, len(breaks))
-		for i, b := range breaks {
-			parts[i] = fmt.Sprintf("toUInt64(hour >= toDateTime(%d, 'UTC'))", b.Unix())
-		}
-		seg = strings.Join(parts, " + ")
-	}
+	seg := sqlset.Segment("hour", breaks)
 	// A day that a price change splits (one not at midnight) is read by the hour; every
 	// other day lies within one segment, and its daily row is priced at its start.
 	var split []string
 	for _, b := range breaks {
 		if day := b.Truncate(24 * time.Hour); !day.Equal(b) {
-			split = append(split, fmt.Sprintf("toDateTime(%d, 'UTC')", day.Unix()))
+			split = append(split, sqlset.DateTime(day))
 		}
 	}
 	q := usageFromRawEventsSQL
@@ -299,7 +292,7 @@ func (iv *Invoicer) billed(ctx context.Context, periods []time.Time, except time
 	}
 	list := make([]string, len(periods))
 	for i, p := range periods {
-		list[i] = fmt.Sprintf("toDateTime(%d, 'UTC')", p.Unix())
+		list[i] = sqlset.DateTime(p)
 	}
 	q := sqlset.Fill(billedSQL, "db", iv.cfg.Database, "periods", strings.Join(list, ", "), "workspaces", wsFilter(workspaces),
 		"except", strconv.FormatInt(except.Unix(), 10))

@@ -240,7 +240,7 @@ func (iv *Invoicer) Run(ctx context.Context, start, end time.Time) (RunResult, e
 	// The write time is taken before anything is read: a Finalize or Void that lands after
 	// this run read the headers carries a later time and a higher rank, so it wins.
 	at := iv.now().UTC()
-	existing, err := iv.headers(ctx, fmt.Sprintf("period_start = toDateTime(%d, 'UTC') AND period_end = toDateTime(%d, 'UTC')", start.Unix(), end.Unix()))
+	existing, err := iv.headers(ctx, "period_start = "+sqlset.DateTime(start)+" AND period_end = "+sqlset.DateTime(end))
 	if err != nil {
 		return RunResult{}, err
 	}

@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -288,11 +287,11 @@ func (s *Store) MonthToDate(ctx context.Context, prices *invoice.PriceBook, now 
 	var sources []source
 	hourlyFrom := start
 	if start.Before(cutoffDay) {
-		cond := between("day", start, cutoffDay)
+		cond := sqlset.Between("day", start, cutoffDay)
 		hourly := ""
 		if len(split) > 0 {
-			cond += " AND day NOT IN (" + dateList(split) + ")"
-			hourly = between("hour", start, cutoffDay) + " AND toStartOfDay(hour) IN (" + dateList(split) + ")"
+			cond += " AND day NOT IN (" + sqlset.DateTimes(split) + ")"
+			hourly = sqlset.Between("hour", start, cutoffDay) + " AND toStartOfDay(hour) IN (" + sqlset.DateTimes(split) + ")"
 		}
 		sources = append(sources, source{spendDailySQL, "day", cond})
 		if hourly != "" {
@@ -301,16 +300,16 @@ func (s *Store) MonthToDate(ctx context.Context, prices *invoice.PriceBook, now 
 		hourlyFrom = cutoffDay
 	}
 	if hourlyFrom.Before(cutoff) {
-		sources = append(sources, source{spendHourlySQL, "hour", between("hour", hourlyFrom, cutoff)})
+		sources = append(sources, source{spendHourlySQL, "hour", sqlset.Between("hour", hourlyFrom, cutoff)})
 	}
-	sources = append(sources, source{spendRawSQL, "occurred_at", between("occurred_at", cutoff, end)})
+	sources = append(sources, source{spendRawSQL, "occurred_at", sqlset.Between("occurred_at", cutoff, end)})
 	var args []any
 	filter := ""
 	if workspace != "" {
 		filter, args = "workspace_id = ? AND ", []any{workspace}
 	}
 	for _, src := range sources {
-		q := sqlset.Fill(src.sql, "db", s.db, "seg", segmentExpr(src.col, breaks), "cond", filter+"("+src.cond+")")
+		q := sqlset.Fill(src.sql, "db", s.db, "seg", sqlset.Segment(src.col, breaks), "cond", filter+"("+src.cond+")")
 		if err := s.addSpend(ctx, q, args, prices, start, breaks, &ms); err != nil {
 			return ms, err
 		}
@@ -343,29 +342,6 @@ func (s *Store) addSpend(ctx context.Context, q string, args []any, prices *invo
 		ms.ByOwner[owner(ws, key)] = ms.ByOwner[owner(ws, key)].Add(c)
 	}
 	return rows.Err()
-}
-
-func segmentExpr(col string, breaks []time.Time) string {
-	if len(breaks) == 0 {
-		return "toUInt64(0)"
-	}
-	parts := make([]string, len(breaks))
-	for i, b := range breaks {
-		parts[i] = fmt.Sprintf("toUInt64(%s >= toDateTime(%d, 'UTC'))", col, b.Unix())
-	}
-	return strings.Join(parts, " + ")
-}
-
-func between(col string, from, to time.Time) string {
-	return fmt.Sprintf("%s >= toDateTime(%d, 'UTC') AND %s < toDateTime(%d, 'UTC')", col, from.Unix(), col, to.Unix())
-}
-
-func dateList(ts []time.Time) string {
-	parts := make([]string, len(ts))
-	for i, t := range ts {
-		parts[i] = fmt.Sprintf("toDateTime(%d, 'UTC')", t.Unix())
-	}
-	return strings.Join(parts, ", ")
 }
 
 func minTime(a, b time.Time) time.Time {

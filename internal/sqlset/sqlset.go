@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"time"
 )
 
 // Statement is one named statement of a catalogue.
@@ -127,4 +128,35 @@ func Fill(sql string, pairs ...string) string {
 		old[i], old[i+1] = "{"+pairs[i]+"}", pairs[i+1]
 	}
 	return strings.NewReplacer(old...).Replace(sql)
+}
+
+// DateTime is the literal of instant t: toDateTime(<unix seconds>, 'UTC').
+func DateTime(t time.Time) string { return fmt.Sprintf("toDateTime(%d, 'UTC')", t.Unix()) }
+
+// DateTimes is a comma-separated list of DateTime literals, for IN (...).
+func DateTimes(ts []time.Time) string {
+	parts := make([]string, len(ts))
+	for i, t := range ts {
+		parts[i] = DateTime(t)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Between is the condition from <= col < to.
+func Between(col string, from, to time.Time) string {
+	return col + " >= " + DateTime(from) + " AND " + col + " < " + DateTime(to)
+}
+
+// Segment is the price-segment expression of the time column col: how many of breaks
+// (ascending) happened at or before it, as a UInt64. Usage of one segment shares its
+// prices (and grants).
+func Segment(col string, breaks []time.Time) string {
+	if len(breaks) == 0 {
+		return "toUInt64(0)"
+	}
+	parts := make([]string, len(breaks))
+	for i, b := range breaks {
+		parts[i] = "toUInt64(" + col + " >= " + DateTime(b) + ")"
+	}
+	return strings.Join(parts, " + ")
 }
