@@ -20,9 +20,10 @@
 # $VENNA_STATE_DIR/tls): clients trust its ca.pem.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LOG_TAG=services
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 STATE=${VENNA_STATE_DIR:-/tmp/venna-stack}
-CACHE=${VENNA_CACHE_DIR:-$HOME/.cache/venna}
 CH_TCP_PORT=${VENNA_CH_TCP_PORT:-19000}
 CH_HTTP_PORT=${VENNA_CH_HTTP_PORT:-18123}
 CH_TLS_PORT=${VENNA_CH_TLS_PORT:-19440}
@@ -33,42 +34,6 @@ CHDB_VENV="$CACHE/chdb-core-$CHDB_VERSION"
 KAFKA_PORT=${VENNA_KAFKA_PORT:-19092}
 KAFKA_CONTROLLER_PORT=${VENNA_KAFKA_CONTROLLER_PORT:-19093}
 REDIS_PORT=${VENNA_REDIS_PORT:-16379}
-KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/deploy/kafka/pom.xml")
-KAFKA_JARS="$CACHE/kafka-$KAFKA_VERSION"
-
-log() { printf '[services] %s\n' "$*" >&2; }
-
-wait_for() { # wait_for NAME SECONDS CMD...
-  local name=$1 secs=$2; shift 2
-  for _ in $(seq 1 $((secs * 5))); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.2
-  done
-  log "$name did not come up in ${secs}s"; return 1
-}
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-
-stop_pid() { # stop_pid PIDFILE [SIGNAL]
-  local f=$1 sig=${2:-TERM}
-  if pid_alive "$f"; then
-    local pid; pid=$(cat "$f")
-    kill "-$sig" "$pid" 2>/dev/null || true
-    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$f"
-}
-
-install_clickhouse() {
-  command -v clickhouse-server >/dev/null && return 0
-  log "installing clickhouse-server from Debian"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null
-}
 
 install_chdb() {
   [ -f "$CHDB_VENV/.complete" ] && return 0
@@ -168,15 +133,6 @@ XML
 
 clickhouse_stop() { stop_pid "$STATE/clickhouse/pid" "${1:-TERM}"; }
 
-fetch_kafka() {
-  [ -f "$KAFKA_JARS/.complete" ] && return 0
-  log "fetching Apache Kafka $KAFKA_VERSION jars from Maven Central into $KAFKA_JARS"
-  mkdir -p "$KAFKA_JARS"
-  mvn -q -B -f "$ROOT/deploy/kafka/pom.xml" dependency:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$KAFKA_JARS" >&2
-  touch "$KAFKA_JARS/.complete"
-}
-
 kafka_start() {
   fetch_kafka
   local dir="$STATE/kafka"
@@ -203,28 +159,10 @@ group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 log.retention.hours=168
 PROPS
-  local cp="$KAFKA_JARS/*"
-  if [ ! -f "$dir/data/meta.properties" ]; then
-    local cluster_id; cluster_id=$(kafka_cluster_id)
-    java -cp "$cp" kafka.tools.StorageTool format -t "$cluster_id" \
-      -c "$dir/server.properties" >"$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; return 1; }
-  fi
+  kafka_format "$dir" "$(kafka_cluster_id)"
   log "starting Apache Kafka $KAFKA_VERSION (KRaft) on 127.0.0.1:$KAFKA_PORT"
-  java -Xms256m -Xmx1g -XX:+UseG1GC -cp "$cp" kafka.Kafka "$dir/server.properties" >"$dir/server.log" 2>&1 &
-  echo $! > "$dir/pid"
+  kafka_run "$dir" 1g
   wait_for kafka 90 port_open "$KAFKA_PORT"
-}
-
-# kafka_cluster_id prints a KRaft cluster ID: 16 random bytes, base64url without padding
-# (what `kafka-storage random-uuid` prints). Never one that starts with '-': the storage
-# tool would read it as an option (1 start in 64 failed that way), which is also why
-# Kafka's own random-uuid draws again in that case.
-kafka_cluster_id() {
-  local id=-
-  while [ "${id#-}" != "$id" ]; do
-    id=$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22)
-  done
-  echo "$id"
 }
 
 kafka_stop() { stop_pid "$STATE/kafka/pid" "${1:-TERM}"; }

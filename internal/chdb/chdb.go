@@ -23,7 +23,10 @@ const (
 
 // Config points at one ClickHouse server and database.
 type Config struct {
-	Addr     string // host:port, e.g. 127.0.0.1:9000 (native) or abc.clickhouse.cloud:8443 (HTTPS)
+	// Addr is host:port, e.g. 127.0.0.1:9000 (native) or abc.clickhouse.cloud:8443 (HTTPS),
+	// or several, comma-separated: the servers of a cluster, tried in order when a
+	// connection is opened, so that one down server fails over to the next.
+	Addr     string
 	Protocol string // Native or HTTP; empty: Native
 	Secure   bool   // TLS, verified against the system's roots or CAFile
 	CAFile   string // PEM bundle of the CAs to trust instead of the system's (Secure only)
@@ -35,7 +38,7 @@ type Config struct {
 // Validate names the first bad field.
 func (c Config) Validate() error {
 	switch {
-	case c.Addr == "":
+	case len(c.Addrs()) == 0:
 		return errors.New("clickhouse: Addr (VENNA_CLICKHOUSE_ADDR) is empty")
 	case c.Database == "":
 		return errors.New("clickhouse: Database (VENNA_CLICKHOUSE_DATABASE) is empty")
@@ -45,6 +48,17 @@ func (c Config) Validate() error {
 		return errors.New("clickhouse: CAFile (VENNA_CLICKHOUSE_CA_FILE) is set but Secure (VENNA_CLICKHOUSE_SECURE) is off")
 	}
 	return nil
+}
+
+// Addrs is Addr split at commas, without blanks.
+func (c Config) Addrs() []string {
+	var addrs []string
+	for _, a := range strings.Split(c.Addr, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	return addrs
 }
 
 // tlsConfig is the TLS client configuration of a secure connection: nil when c is not
@@ -97,7 +111,7 @@ func open(ctx context.Context, cfg Config, database string) (driver.Conn, error)
 		protocol = clickhouse.HTTP
 	}
 	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr:             []string{cfg.Addr},
+		Addr:             cfg.Addrs(),
 		Protocol:         protocol,
 		TLS:              tlsCfg,
 		Auth:             clickhouse.Auth{Database: database, Username: user, Password: cfg.Password},

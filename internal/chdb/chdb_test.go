@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,6 +31,8 @@ func TestValidate(t *testing.T) {
 		{"native", func(c *chdb.Config) {}, ""},
 		{"http over TLS with a CA", func(c *chdb.Config) { c.Protocol, c.Secure, c.CAFile = chdb.HTTP, true, "/ca.pem" }, ""},
 		{"no address", func(c *chdb.Config) { c.Addr = "" }, "VENNA_CLICKHOUSE_ADDR"},
+		{"only commas", func(c *chdb.Config) { c.Addr = " , ," }, "VENNA_CLICKHOUSE_ADDR"},
+		{"several servers", func(c *chdb.Config) { c.Addr = "a:9000, b:9000" }, ""},
 		{"no database", func(c *chdb.Config) { c.Database = "" }, "VENNA_CLICKHOUSE_DATABASE"},
 		{"unknown protocol", func(c *chdb.Config) { c.Protocol = "grpc" }, "VENNA_CLICKHOUSE_PROTOCOL"},
 		{"CA without TLS", func(c *chdb.Config) { c.CAFile = "/ca.pem" }, "VENNA_CLICKHOUSE_SECURE"},
@@ -47,6 +50,49 @@ func TestValidate(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestAddrs(t *testing.T) {
+	got := chdb.Config{Addr: " a:9000,,b:9000 , c:9440"}.Addrs()
+	if strings.Join(got, "|") != "a:9000|b:9000|c:9440" {
+		t.Fatalf("Addrs() = %q", got)
+	}
+}
+
+// With several servers, a connection goes to the first that answers: a server that is down
+// (a closed port first in the list) is passed over, as a cluster's replicas are.
+func TestOpenFailsOverToTheNextServer(t *testing.T) {
+	cfg := testenv.ClickHouseConfig(testenv.ClickHouseAddr(t), "default")
+	down := closedPort(t)
+	cfg.Addr = down + "," + cfg.Addr
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := chdb.Open(ctx, cfg)
+	if err != nil {
+		t.Fatalf("open %s: %v", cfg.Addr, err)
+	}
+	defer conn.Close()
+	var one uint8
+	if err := conn.QueryRow(ctx, "SELECT toUInt8(1)").Scan(&one); err != nil || one != 1 {
+		t.Fatalf("query through %s: %v %d", cfg.Addr, err, one)
+	}
+	cfg.Addr = down
+	if c, err := chdb.Open(ctx, cfg); err == nil {
+		c.Close()
+		t.Fatalf("opened %s, where nothing listens", down)
+	}
+}
+
+// closedPort is a 127.0.0.1 address nothing listens on.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
 }
 
 // endpoints are the ways scripts/test.sh makes the server under test reachable: the one
