@@ -16,7 +16,7 @@ INSERT INTO {db}.aggregate_watermarks (job, watermark, version) SELECT ?, toDate
 
 -- name: days_without_daily_rollup
 -- Days with hourly rows but no daily row: rolled up before usage_daily existed (0003).
-SELECT DISTINCT toStartOfDay(hour) AS d FROM {db}.usage_hourly WHERE d NOT IN (SELECT day FROM {db}.usage_daily) ORDER BY d;
+SELECT DISTINCT toStartOfDay(hour) AS d FROM {db}.usage_hourly WHERE d GLOBAL NOT IN (SELECT day FROM {db}.usage_daily) ORDER BY d;
 
 -- name: recompute_hours
 -- Rewrites the usage_hourly rows of the hours {windows} from raw events deduplicated by

@@ -16,7 +16,9 @@
 #   scripts/cluster.sh restart NODE   # start a stopped or killed node again, wait for it
 #   scripts/cluster.sh up             # start + venna migrate on the cluster + two gateways, two
 #                                     # ingest members, two aggregate roles and the API
-#   scripts/cluster.sh test [ARGS]    # start + the cluster tests (go test ./cluster ARGS)
+#   scripts/cluster.sh demo           # up, then the demo's traffic through each gateway and
+#                                     # the usage and invoices it made
+#   scripts/cluster.sh test [ARGS]    # start + the cluster tests (go test -run ^TestCluster ./e2e ARGS)
 #   scripts/cluster.sh config NODE    # print a ClickHouse node's generated config
 #
 # Ports from VENNA_CLUSTER_PORT_BASE (B, default 41000): ZooKeeper B+181; ch-S-R native
@@ -257,7 +259,11 @@ up() {
   (cd "$ROOT" && go build -o "$bin" ./cmd/venna)
   export VENNA_CLICKHOUSE_DATABASE=${VENNA_CLICKHOUSE_DATABASE:-venna}
   "$bin" migrate
-  local p=$((B + 500)) role i
+  local p=$((B + 500)) i
+  export VENNA_SIM_ADDR=127.0.0.1:$((p + 40))
+  sed "s|http://127.0.0.1:18090/v1|http://$VENNA_SIM_ADDR/v1|" "$ROOT/deploy/routes.yaml" > "$STATE/routes.yaml"
+  export VENNA_ROUTES_FILE="$STATE/routes.yaml" VENNA_PRICES_FILE="$ROOT/deploy/prices.yaml"
+  run_role sim sim-upstream
   for i in 1 2; do
     VENNA_GATEWAY_ADDR=127.0.0.1:$((p + i)) VENNA_SPOOL_DIR="$STATE/venna/spool-$i" \
       run_role "gateway-$i" gateway
@@ -265,7 +271,20 @@ up() {
     VENNA_AGGREGATE_METRICS_ADDR=127.0.0.1:$((p + 20 + i)) run_role "aggregate-$i" aggregate
   done
   VENNA_API_ADDR=127.0.0.1:$((p + 30)) run_role api api
+  wait_for "the API" 60 port_open $((p + 30))
+  for i in 1 2; do wait_for "gateway-$i" 60 port_open $((p + i)); done
   log "gateways http://127.0.0.1:$((p + 1)) http://127.0.0.1:$((p + 2)), API http://127.0.0.1:$((p + 30)); logs in $STATE/venna"
+}
+
+# demo: up, then the demo's traffic through both gateways, and each workspace's usage and
+# invoice read back from the API.
+demo() {
+  up
+  local p=$((B + 500)) i
+  for i in 1 2; do
+    "$STATE/bin/venna" demo --requests "${REQUESTS:-150}" --gateway-url "http://127.0.0.1:$((p + i))" \
+      --api-url "http://127.0.0.1:$((p + 30))" 2> >(grep -v '"level":"INFO"' >&2)
+  done
 }
 
 run_role() { # run_role NAME ROLE
@@ -284,11 +303,12 @@ case "${1:-}" in
   restart) node_pidfile "${2:?node}" >/dev/null; node_start "$2" ;;
   config) ch_config "${2:?node}" ;;
   up) up ;;
+  demo) demo ;;
   test)
     shift
     start_all
     eval "$(print_env)"
-    cd "$ROOT" && go test -count=1 -timeout 60m ./cluster "$@"
+    cd "$ROOT" && go test -count=1 -timeout 60m -run '^TestCluster' ./e2e "$@"
     ;;
   fetch) fetch_zookeeper; fetch_kafka; install_clickhouse ;;
   *) echo "usage: $0 start|stop|env|kill NODE|stop-node NODE|restart NODE|up|test [go test args]|config NODE|fetch" >&2; exit 2 ;;

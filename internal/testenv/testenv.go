@@ -130,8 +130,15 @@ var eventColumns = []string{"event_id", "schema_version", "occurred_at", "ingest
 // for tests of what reads raw events (rollups, invoices, the API).
 func InsertEvents(t testing.TB, conn driver.Conn, db string, evs []schema.UsageEvent) {
 	t.Helper()
+	InsertEventsInto(t, conn, db, "usage_events", evs, time.Now().UTC())
+}
+
+// InsertEventsInto writes events into db.table as ingest stores them, ingested at now: the
+// same events at the same now make the same block (what ClickHouse's insert deduplication
+// recognises).
+func InsertEventsInto(t testing.TB, conn driver.Conn, db, table string, evs []schema.UsageEvent, now time.Time) {
+	t.Helper()
 	rows := make([][]any, len(evs))
-	now := time.Now().UTC()
 	b := func(v bool) uint8 {
 		if v {
 			return 1
@@ -147,7 +154,7 @@ func InsertEvents(t testing.TB, conn driver.Conn, db string, evs []schema.UsageE
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := chdb.Insert(ctx, conn, "INSERT INTO "+db+".usage_events ("+strings.Join(eventColumns, ", ")+")", rows); err != nil {
+	if err := chdb.Insert(ctx, conn, "INSERT INTO "+db+"."+table+" ("+strings.Join(eventColumns, ", ")+")", rows); err != nil {
 		t.Fatalf("insert %d events: %v", len(evs), err)
 	}
 }
