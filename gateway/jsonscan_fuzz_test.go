@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -260,4 +261,83 @@ func FuzzParseUpstreamLikeEncodingJSON(f *testing.F) {
 			t.Errorf("%q: has a usage object, hasUsageObject says no: the relay would bill it by estimate", b)
 		}
 	})
+}
+
+// The upstream reads prepareBody's output as the gateway acted on it, whichever way its
+// JSON library matches keys: ignoring case, the last duplicate winning (Go's
+// encoding/json), or exactly, the last winning (Python's json, JavaScript's JSON.parse).
+// Every other member goes out as the client sent it, in its order.
+func FuzzPrepareBody(f *testing.F) {
+	for _, s := range jsonSeeds {
+		f.Add([]byte(s))
+	}
+	f.Add([]byte(`{"model":"m","messages":[{}],"stream":true,"Stream_Options":{"include_usage":false},"stream_options":5}`))
+	f.Add([]byte(`{"model":"m","messages":[{}],"stream":true,"stream\u005foptions":{"include_usage":true}}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, bad := parseChatRequest(body)
+		if bad != nil {
+			return
+		}
+		const upstreamModel = "up-\"model\"\u00e9"
+		out, _, err := prepareBody(body, upstreamModel, req.Stream)
+		if err != nil {
+			t.Fatalf("%q: prepareBody: %v", body, err)
+		}
+		wantModel := appendJSONString(nil, upstreamModel)
+		wantStream := ""
+		switch {
+		case req.Stream:
+			wantStream = "true"
+		case keyPresent(body, "stream"):
+			wantStream = "false"
+		}
+		var folded struct {
+			Model, Stream json.RawMessage
+			Options       json.RawMessage `json:"stream_options"`
+		}
+		if err := json.Unmarshal(out, &folded); err != nil {
+			t.Fatalf("%q: prepareBody wrote %q: %v", body, out, err)
+		}
+		var exact map[string]json.RawMessage
+		json.Unmarshal(out, &exact)
+		for view, v := range map[string][3]json.RawMessage{
+			"ignoring case": {folded.Model, folded.Stream, folded.Options},
+			"exactly":       {exact["model"], exact["stream"], exact["stream_options"]},
+		} {
+			if !bytes.Equal(v[0], wantModel) || string(v[1]) != wantStream {
+				t.Errorf("%q: out %q read %s: model %s stream %s; want %s, %q", body, out, view, v[0], v[1], wantModel, wantStream)
+			}
+			var opts struct {
+				IncludeUsage bool `json:"include_usage"`
+			}
+			if req.Stream && (json.Unmarshal(v[2], &opts) != nil || !opts.IncludeUsage) {
+				t.Errorf("%q: out %q read %s: stream_options %s", body, out, view, v[2])
+			}
+		}
+		// The client's other members, byte for byte and in order, before the gateway's.
+		var sent, kept [][]byte
+		members(body, func(m member) {
+			switch {
+			case keyIs(body, m, "model"), keyIs(body, m, "stream"):
+			case req.Stream && !m.escaped && string(body[m.keyStart:m.keyEnd]) == "stream_options":
+			default:
+				sent = append(sent, body[m.keyStart-1:m.valueEnd])
+			}
+		})
+		members(out, func(m member) { kept = append(kept, out[m.keyStart-1:m.valueEnd]) })
+		if len(kept) < len(sent) || !slices.EqualFunc(sent, kept[:len(sent)], bytes.Equal) {
+			t.Errorf("%q: out %q does not keep the client's members %q", body, out, sent)
+		}
+		// And the gateway reads it as the request it acted on.
+		if again, bad := parseChatRequest(out); bad != nil || again != (chatRequest{Model: upstreamModel, Stream: req.Stream}) {
+			t.Errorf("%q: out %q reads as %+v, %+v", body, out, again, bad)
+		}
+	})
+}
+
+// keyPresent reports whether the object b has a member named name, as keyIs matches.
+func keyPresent(b []byte, name string) bool {
+	found := false
+	members(b, func(m member) { found = found || keyIs(b, m, name) })
+	return found
 }
