@@ -4,7 +4,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -186,11 +185,7 @@ func parseChatRequest(body []byte) (chatRequest, *badRequest) {
 	case model[0] != '"':
 		return req, &badRequest{"invalid_type", "Invalid type for 'model': expected a string.", "model"}
 	}
-	if bytes.IndexByte(model, '\\') < 0 {
-		req.Model = string(model[1 : len(model)-1])
-	} else {
-		json.Unmarshal(model, &req.Model)
-	}
+	req.Model = jsonString(model)
 	if len(messages) == 0 || string(messages) == "null" {
 		return req, &badRequest{"missing_required_parameter", "Missing required parameter: 'messages'.", "messages"}
 	}

@@ -5,9 +5,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -54,20 +56,26 @@ func newH1Transport() *h1Transport {
 
 // h1Conn is one keep-alive connection.
 type h1Conn struct {
-	key      string
-	conn     net.Conn
-	tcp      net.Conn // the socket under TLS, for the liveness check
-	br       *bufio.Reader
-	wbuf     []byte
-	reused   bool
-	idleFrom time.Time
+	key       string
+	conn      net.Conn
+	tcp       net.Conn // the socket under TLS, for the liveness check
+	br        *bufio.Reader
+	wbuf      []byte
+	reused    bool
+	idleFrom  time.Time
+	headBytes int // of the heads read for the current response
 }
 
 // aLongTimeAgo is a deadline in the past: it fails a pending read or write at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// maxResponseHeaderBytes bounds a response head, as net/http's default does.
+// maxResponseHeaderBytes bounds a response's heads, interim ones included. (net/http's
+// Transport allows 10 MB; an API's heads are a few hundred bytes.)
 const maxResponseHeaderBytes = 1 << 20
+
+// h1ReadBufferSize is a connection's read buffer; a chunked body's trailer section must fit
+// in it, as net/http bounds trailers by its own buffer.
+const h1ReadBufferSize = 16 << 10
 
 var errNoUpstreamConn = errors.New("upstream connection closed before the response")
 
@@ -253,7 +261,7 @@ func (t *h1Transport) conn(ctx context.Context, u *url.URL) (*h1Conn, error) {
 		}
 		conn = tc
 	}
-	return &h1Conn{key: key, conn: conn, tcp: tcp, br: bufio.NewReaderSize(conn, 16<<10)}, nil
+	return &h1Conn{key: key, conn: conn, tcp: tcp, br: bufio.NewReaderSize(conn, h1ReadBufferSize)}, nil
 }
 
 // reusable reports whether an idle connection may carry another exchange: idle for less
@@ -331,84 +339,148 @@ func (t *h1Transport) CloseIdleConnections() {
 
 // readResponse reads a response head: the status, the headers the gateway uses
 // (Content-Type) and the body's framing. 1xx interim responses are skipped.
+//
+// It reads what net/http's ReadResponse reads and refuses what it refuses (FuzzH1Response
+// holds it to that), except that it also refuses: heads over maxResponseHeaderBytes, HTTP
+// versions other than 1.x, statuses below 100, 101 Switching Protocols (the gateway never
+// asks to upgrade), and Transfer-Encoding in an HTTP/1.0 response (RFC 9112 §6.1: its
+// framing is faulty; net/http ignores it). A response with both Content-Length and
+// chunked coding is read as chunked, as net/http does, but its connection is not reused:
+// it may be an attempt at response smuggling (RFC 9112 §6.3).
 func (c *h1Conn) readResponse(req *http.Request) (*http.Response, error) {
-	headerBytes := 0 // of all heads, interim ones included: an upstream cannot feed endless headers
+	c.headBytes = 0 // of all heads, interim ones included: an upstream cannot feed endless headers
 	for {
-		line, err := c.line()
+		line, err := c.headLine()
 		if err != nil {
 			if errors.Is(err, io.EOF) && c.reused {
 				return nil, errNoUpstreamConn
 			}
 			return nil, fmt.Errorf("read response: %w", err)
 		}
-		headerBytes += len(line)
 		resp, err := parseStatusLine(line)
 		if err != nil {
 			return nil, err
 		}
 		resp.Request = req
-		resp.ContentLength = -1
-		chunked := false
-		for {
-			line, err := c.line()
-			if err != nil {
-				return nil, fmt.Errorf("read response headers: %w", err)
-			}
-			if len(line) == 0 {
-				break
-			}
-			if headerBytes += len(line); headerBytes > maxResponseHeaderBytes {
-				return nil, fmt.Errorf("response headers exceed %d bytes", maxResponseHeaderBytes)
-			}
-			name, value, ok := bytes.Cut(line, []byte{':'})
-			if !ok {
-				return nil, fmt.Errorf("malformed response header %q", line)
-			}
-			value = bytes.TrimSpace(value)
-			switch {
-			case asciiEqualFold(name, "Content-Length"):
-				n, err := strconv.ParseInt(string(value), 10, 64)
-				if err != nil || n < 0 {
-					return nil, fmt.Errorf("bad Content-Length %q", value)
-				}
-				resp.ContentLength = n
-			case asciiEqualFold(name, "Transfer-Encoding"):
-				chunked = asciiEqualFold(value, "chunked")
-				if !chunked {
-					return nil, fmt.Errorf("unsupported Transfer-Encoding %q", value)
-				}
-			case asciiEqualFold(name, "Connection"):
-				resp.Close = asciiEqualFold(value, "close")
-			case asciiEqualFold(name, "Content-Type"):
-				resp.Header = http.Header{"Content-Type": {string(value)}}
-			}
+		fr, err := c.readHeaders(resp)
+		if err != nil {
+			return nil, err
 		}
-		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			return nil, errors.New("upstream switched protocols unasked")
+		}
+		if resp.StatusCode < 200 {
 			continue
 		}
 		if resp.Header == nil {
 			resp.Header = http.Header{}
 		}
-		if chunked {
+		resp.ContentLength = fr.length
+		// HTTP/1.1 keeps a connection unless told to close; HTTP/1.0 closes it unless told
+		// to keep it (RFC 9112 §9.3).
+		resp.Close = fr.close || resp.ProtoMinor == 0 && !fr.keepAlive
+		if fr.chunked && fr.length >= 0 {
+			resp.Close = true // both framings: what follows the body cannot be trusted
+		}
+		switch {
+		case req.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified:
+			resp.ContentLength = 0 // whatever the head says, there is no body (RFC 9112 §6.3)
+		case fr.chunked:
 			resp.ContentLength = -1
 			resp.TransferEncoding = []string{"chunked"}
-		}
-		noBody := req.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified
-		switch {
-		case noBody:
-			resp.ContentLength = 0
-		case !chunked && resp.ContentLength < 0:
+		case fr.length < 0:
 			resp.Close = true // the body runs to the end of the connection
 		}
 		return resp, nil
 	}
 }
 
-// line reads one header line without its line ending.
-func (c *h1Conn) line() ([]byte, error) {
+// framing is what a head says about its body and its connection.
+type framing struct {
+	length           int64 // Content-Length; -1: none
+	chunked          bool
+	close, keepAlive bool // the Connection field's options
+}
+
+// readHeaders reads the header section of resp's head: Content-Type into resp.Header, the
+// framing fields checked as net/http checks them.
+func (c *h1Conn) readHeaders(resp *http.Response) (framing, error) {
+	fr := framing{length: -1}
+	var clBuf [24]byte
+	var cl []byte // the first Content-Length: a copy, the buffer moves on
+	badTrailer := false
+	for first := true; ; first = false {
+		name, value, err := c.field(first)
+		if err != nil {
+			return fr, fmt.Errorf("read response headers: %w", err)
+		}
+		if name == nil {
+			break
+		}
+		switch {
+		case asciiEqualFold(name, "Content-Length"):
+			v := trimOWS(value)
+			if fr.length >= 0 {
+				// Duplicates must agree (RFC 9110 §8.6), as exactly the same text in net/http.
+				if !bytes.Equal(v, cl) {
+					return fr, fmt.Errorf("response has Content-Length %q and %q", string(cl), v)
+				}
+				continue
+			}
+			n, ok := parseContentLength(v)
+			if !ok {
+				return fr, fmt.Errorf("bad Content-Length %q", v)
+			}
+			fr.length, cl = n, append(clBuf[:0], v...)
+		case asciiEqualFold(name, "Transfer-Encoding"):
+			switch {
+			case resp.ProtoMinor == 0:
+				return fr, errors.New("HTTP/1.0 response with a Transfer-Encoding")
+			case fr.chunked:
+				return fr, errors.New("response has more than one Transfer-Encoding")
+			case !asciiEqualFold(value, "chunked"):
+				return fr, fmt.Errorf("unsupported Transfer-Encoding %q", value)
+			}
+			fr.chunked = true
+		case asciiEqualFold(name, "Connection"):
+			forEachElement(value, func(opt []byte) {
+				fr.close = fr.close || asciiEqualFold(opt, "close")
+				fr.keepAlive = fr.keepAlive || asciiEqualFold(opt, "keep-alive")
+			})
+		case asciiEqualFold(name, "Content-Type"):
+			if resp.Header == nil {
+				resp.Header = http.Header{}
+			}
+			resp.Header["Content-Type"] = append(resp.Header["Content-Type"], string(value))
+		case asciiEqualFold(name, "Trailer"):
+			forEachElement(value, func(f []byte) {
+				badTrailer = badTrailer || asciiEqualFold(f, "Content-Length") || asciiEqualFold(f, "Transfer-Encoding") || asciiEqualFold(f, "Trailer")
+			})
+		}
+	}
+	if badTrailer && fr.chunked {
+		// A trailer may not reframe the message (RFC 9110 §6.5.1); net/http refuses it here.
+		return fr, errors.New("response announces a framing field as a trailer")
+	}
+	return fr, nil
+}
+
+// headLine reads one line of a head or a trailer section without the CRLF or bare LF that
+// ends it (RFC 9112 §2.2 lets a recipient take a bare LF, as net/http does), counting its
+// bytes against maxResponseHeaderBytes. The line is valid until the next read.
+func (c *h1Conn) headLine() ([]byte, error) {
 	line, err := c.br.ReadSlice('\n')
 	if errors.Is(err, bufio.ErrBufferFull) {
-		return nil, errors.New("response header line too long")
+		// Longer than the buffer (rare): gathered in a copy, as far as the bound allows.
+		long := append([]byte(nil), line...)
+		for errors.Is(err, bufio.ErrBufferFull) && c.headBytes+len(long) <= maxResponseHeaderBytes {
+			line, err = c.br.ReadSlice('\n')
+			long = append(long, line...)
+		}
+		line = long
+	}
+	if c.headBytes += len(line); c.headBytes > maxResponseHeaderBytes {
+		return nil, fmt.Errorf("response headers exceed %d bytes", maxResponseHeaderBytes)
 	}
 	if err != nil {
 		if len(line) > 0 && errors.Is(err, io.EOF) {
@@ -416,22 +488,187 @@ func (c *h1Conn) line() ([]byte, error) {
 		}
 		return nil, err
 	}
-	return bytes.TrimRight(line, "\r\n"), nil
+	line = line[:len(line)-1]
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	return line, nil
 }
 
+// field reads one field line of a head or a trailer section as net/http reads it: obs-fold
+// continuation lines joined to it by a space (RFC 9112 §5.2), the name a token (a space
+// before the colon is let through: such a name matches no field the gateway reads), the
+// value visible characters, spaces and tabs. A nil name is the blank line ending the
+// section. name and value are valid until the next read.
+func (c *h1Conn) field(first bool) (name, value []byte, err error) {
+	if first {
+		if b, err := c.br.Peek(1); err == nil && isOWS(b[0]) {
+			return nil, nil, errors.New("response header section starts with a continuation line")
+		}
+	}
+	line, err := c.headLine()
+	if err != nil || len(line) == 0 {
+		return nil, nil, err
+	}
+	colon := bytes.IndexByte(line, ':')
+	if colon < 0 {
+		return nil, nil, fmt.Errorf("malformed response header %q", line)
+	}
+	line = trimOWS(line) // the line starts with no OWS: colon still indexes the colon
+	// Unless the next line is buffered and starts otherwise, it may continue this one.
+	if c.br.Buffered() == 0 || isOWS(c.peekByte()) {
+		if line, err = c.unfold(line); err != nil {
+			return nil, nil, err
+		}
+	}
+	name, value = line[:colon], line[colon+1:]
+	if !validFieldName(name) || !validFieldValue(value) {
+		return nil, nil, fmt.Errorf("malformed response header %q", line)
+	}
+	for len(value) > 0 && isOWS(value[0]) {
+		value = value[1:]
+	}
+	return name, value, nil
+}
+
+// peekByte returns the next buffered byte; there must be one.
+func (c *h1Conn) peekByte() byte {
+	b, _ := c.br.Peek(1)
+	return b[0]
+}
+
+// unfold joins to line the obs-fold continuation lines after it, each after one space.
+// line is copied first: reading on may move the buffer under it.
+func (c *h1Conn) unfold(line []byte) ([]byte, error) {
+	joined := append([]byte(nil), line...)
+	for {
+		folded := false
+		for {
+			b, err := c.br.Peek(1)
+			if err != nil || !isOWS(b[0]) {
+				break
+			}
+			c.br.Discard(1)
+			c.headBytes++
+			folded = true
+		}
+		if !folded {
+			return joined, nil
+		}
+		next, err := c.headLine()
+		if err != nil {
+			return nil, err
+		}
+		joined = append(joined, ' ')
+		joined = append(joined, trimOWS(next)...)
+	}
+}
+
+// fieldNameByte marks the bytes of a token (RFC 9110 §5.6.2), and the space net/http lets
+// into a field name; fieldValueByte those of a field value: all but controls other than
+// HTAB.
+var fieldNameByte, fieldValueByte = func() (name, value [256]bool) {
+	for c := range 256 {
+		name[c] = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte(" !#$%&'*+-.^_`|~", byte(c)) >= 0
+		value[c] = c == '\t' || c >= ' ' && c != 0x7f
+	}
+	return name, value
+}()
+
+func validFieldName(b []byte) bool {
+	for _, c := range b {
+		if !fieldNameByte[c] {
+			return false
+		}
+	}
+	return len(b) > 0
+}
+
+// validFieldValue checks b eight bytes at a time where it can: a head is mostly values.
+func validFieldValue(b []byte) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for ; len(b) >= 8; b = b[8:] {
+		w := binary.LittleEndian.Uint64(b)
+		del := w ^ 0x7f*ones
+		// No byte below 0x20 and none 0x7f (the "has a byte less than n" word tricks): all
+		// eight are valid. Else they are looked at one by one, as a tab is valid.
+		if (w-0x20*ones)&^w&highs == 0 && (del-ones)&^del&highs == 0 {
+			continue
+		}
+		for _, c := range b[:8] {
+			if !fieldValueByte[c] {
+				return false
+			}
+		}
+	}
+	for _, c := range b {
+		if !fieldValueByte[c] {
+			return false
+		}
+	}
+	return true
+}
+
+func isOWS(c byte) bool { return c == ' ' || c == '\t' }
+
+func trimOWS(b []byte) []byte {
+	for len(b) > 0 && isOWS(b[0]) {
+		b = b[1:]
+	}
+	for len(b) > 0 && isOWS(b[len(b)-1]) {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// forEachElement calls fn with each element of a comma-separated field value, trimmed.
+func forEachElement(v []byte, fn func([]byte)) {
+	for len(v) > 0 {
+		var e []byte
+		e, v, _ = bytes.Cut(v, []byte{','})
+		fn(trimOWS(e))
+	}
+}
+
+// parseContentLength parses a Content-Length as net/http does: decimal digits only (no
+// sign), at most 2^63-1.
+func parseContentLength(v []byte) (int64, bool) {
+	if len(v) == 0 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range v {
+		if c < '0' || c > '9' || n > (math.MaxInt64-int64(c-'0'))/10 {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+// parseStatusLine parses "HTTP/1.x SP status SP reason" (spaces before the status are let
+// through, as net/http does).
 func parseStatusLine(line []byte) (*http.Response, error) {
 	proto, rest, ok := bytes.Cut(line, []byte{' '})
-	if !ok || !bytes.HasPrefix(proto, []byte("HTTP/1.")) || len(rest) < 3 {
+	if !ok || len(proto) != len("HTTP/1.1") || string(proto[:7]) != "HTTP/1." || proto[7] < '0' || proto[7] > '9' {
 		return nil, fmt.Errorf("malformed response status line %q", line)
 	}
-	code, err := strconv.Atoi(string(rest[:3]))
-	if err != nil || code < 100 || code > 999 {
+	rest = bytes.TrimLeft(rest, " ")
+	code, _, _ := bytes.Cut(rest, []byte{' '})
+	if len(code) != 3 || code[0] < '1' || code[0] > '9' || code[1] < '0' || code[1] > '9' || code[2] < '0' || code[2] > '9' {
 		return nil, fmt.Errorf("malformed response status line %q", line)
 	}
-	resp := &http.Response{StatusCode: code, Status: string(rest), ProtoMajor: 1, ProtoMinor: 1, Proto: "HTTP/1.1"}
-	if proto[len(proto)-1] == '0' {
-		resp.ProtoMinor, resp.Proto = 0, "HTTP/1.0"
-		resp.Close = true
+	resp := &http.Response{
+		StatusCode: int(code[0]-'0')*100 + int(code[1]-'0')*10 + int(code[2]-'0'),
+		Status:     string(rest),
+		Proto:      "HTTP/1.1", ProtoMajor: 1, ProtoMinor: int(proto[7] - '0'),
+	}
+	switch resp.ProtoMinor {
+	case 0:
+		resp.Proto = "HTTP/1.0"
+	case 1:
+	default:
+		resp.Proto = string(proto)
 	}
 	return resp, nil
 }
@@ -480,6 +717,7 @@ type h1Body struct {
 	chunked bool
 	inChunk bool  // reading a chunk's data
 	crlfDue bool  // a chunk's data was read, its CRLF not yet
+	excess  int64 // chunk framing beyond its allowance so far; see maxChunkOverhead
 	err     error // sticky: io.EOF once the body is complete
 	done    bool  // the connection was released or closed
 }
@@ -530,10 +768,19 @@ func (b *h1Body) readChunked(p []byte) (int, error) {
 			if !wait && b.c.br.Buffered() < 2 {
 				return n, nil
 			}
-			if line, err := b.c.line(); err != nil || len(line) != 0 {
-				b.finish(errors.New("malformed chunked response body"))
+			crlf, err := b.c.br.Peek(2)
+			if err != nil {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				b.finish(err)
 				return n, b.err
 			}
+			if string(crlf) != "\r\n" {
+				b.finish(errors.New("malformed chunked response body: chunk data not followed by CRLF"))
+				return n, b.err
+			}
+			b.c.br.Discard(2)
 			b.crlfDue = false
 		case !b.inChunk:
 			if !wait && !b.lineBuffered() {
@@ -582,35 +829,111 @@ func (b *h1Body) lineBuffered() bool {
 	return bytes.IndexByte(buf, '\n') >= 0
 }
 
-// nextChunk reads a chunk size line; a zero-size chunk ends the body (after its trailers).
+// maxChunkLine bounds a chunk size line, extensions included, as net/http does.
+const maxChunkLine = 4096
+
+// maxChunkOverhead is the chunk framing (size lines, extensions, CRLFs) a body may carry
+// beyond 16 bytes a chunk and twice its data, as net/http counts it: an upstream cannot
+// send megabytes of extensions for a byte of data.
+const maxChunkOverhead = 16 << 10
+
+// nextChunk reads a chunk size line as net/http does; a zero-size chunk ends the body
+// (after its trailer section).
 func (b *h1Body) nextChunk() error {
-	line, err := b.c.line()
-	if err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
+	line, err := b.c.br.ReadSlice('\n')
+	switch {
+	case errors.Is(err, bufio.ErrBufferFull):
+		return errors.New("chunk size line too long")
+	case err == io.EOF:
+		return io.ErrUnexpectedEOF
+	case err != nil:
 		return err
 	}
-	size, _, _ := bytes.Cut(line, []byte{';'})
-	n, err := strconv.ParseInt(string(bytes.TrimSpace(size)), 16, 64)
-	if err != nil || n < 0 {
+	// CRLF only, no bare LF and no CR inside (RFC 9112 §7.1, errata 7633).
+	if cr := bytes.IndexByte(line, '\r'); cr < 0 || cr != len(line)-2 {
+		return fmt.Errorf("malformed chunk size line %q", line)
+	}
+	line = line[:len(line)-2]
+	if len(line) >= maxChunkLine {
+		return errors.New("chunk size line too long")
+	}
+	b.excess += int64(len(line)) + 2
+	size, _, _ := bytes.Cut(bytes.TrimRight(line, " \t"), []byte{';'})
+	n, ok := parseChunkSize(size)
+	if !ok {
 		return fmt.Errorf("malformed chunk size %q", line)
 	}
+	if b.excess = max(b.excess-16-2*int64(n), 0); b.excess > maxChunkOverhead {
+		return errors.New("chunked response body is mostly framing")
+	}
 	if n == 0 {
-		for { // trailers, up to the blank line
-			line, err := b.c.line()
-			if err != nil {
-				return err
-			}
-			if len(line) == 0 {
-				break
-			}
+		if err := b.skipTrailers(); err != nil {
+			return err
 		}
 		b.finish(io.EOF)
 		return nil
 	}
 	b.left, b.inChunk = n, true
 	return nil
+}
+
+// parseChunkSize parses 1 to 16 hex digits; a size past int64 is refused (no body is
+// that long).
+func parseChunkSize(v []byte) (int64, bool) {
+	if len(v) == 0 || len(v) > 16 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range v {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		case 'A' <= c && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		n = n<<4 | uint64(c)
+	}
+	return int64(n), n <= math.MaxInt64
+}
+
+// skipTrailers reads the trailer section after the last chunk, up to its blank line; the
+// gateway uses no trailer. Like net/http it wants the whole section in the read buffer
+// (the bound on it) and its fields well formed.
+func (b *h1Body) skipTrailers() error {
+	br := b.c.br
+	p, err := br.Peek(2)
+	switch {
+	case string(p) == "\r\n": // the common case: no trailers
+		br.Discard(2)
+		return nil
+	case len(p) < 2:
+		return io.ErrUnexpectedEOF
+	case err != nil:
+		return err
+	}
+	for n := 4; ; n++ { // the blank line that ends the section must be buffered
+		p, err := br.Peek(n)
+		if bytes.HasSuffix(p, []byte("\r\n\r\n")) {
+			break
+		}
+		if err != nil {
+			return errors.New("chunked response trailer section too long")
+		}
+	}
+	b.c.headBytes = 0
+	for first := true; ; first = false {
+		name, _, err := b.c.field(first)
+		if err != nil {
+			return fmt.Errorf("read response trailers: %w", err)
+		}
+		if name == nil {
+			return nil
+		}
+	}
 }
 
 // finish ends the body with err (io.EOF: complete) and releases the connection: back to

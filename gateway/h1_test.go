@@ -625,3 +625,30 @@ func TestH1IdleConnectionsSwept(t *testing.T) {
 		t.Errorf("pool after the sweep: %d hosts, sweeping %v", len(tr.idle), tr.sweeping)
 	}
 }
+
+// BenchmarkH1ReadResponse reads a typical upstream answer: an OpenAI-like head and a short
+// JSON body, from memory.
+func BenchmarkH1ReadResponse(b *testing.B) {
+	raw := []byte("HTTP/1.1 200 OK\r\nDate: Tue, 02 Dec 2025 08:00:00 GMT\r\nContent-Type: application/json\r\n" +
+		"Content-Length: 24\r\nConnection: keep-alive\r\naccess-control-expose-headers: X-Request-ID\r\n" +
+		"openai-organization: org-x\r\nopenai-processing-ms: 321\r\nopenai-version: 2020-10-01\r\n" +
+		"x-ratelimit-limit-requests: 10000\r\nx-ratelimit-remaining-requests: 9999\r\nx-request-id: req_0123456789abcdef\r\n" +
+		"strict-transport-security: max-age=31536000; includeSubDomains; preload\r\ncf-cache-status: DYNAMIC\r\n" +
+		"Server: cloudflare\r\nalt-svc: h3=\":443\"; ma=86400\r\n\r\n{\"id\":\"c1\",\"choices\":[]}")
+	src := bytes.NewReader(raw)
+	c := &h1Conn{br: bufio.NewReaderSize(src, 16<<10)}
+	req, _ := http.NewRequest(http.MethodPost, "http://upstream.example/v1/chat/completions", nil)
+	body := make([]byte, 64)
+	b.ReportAllocs()
+	for b.Loop() {
+		src.Reset(raw)
+		c.br.Reset(src)
+		resp, err := c.readResponse(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n, _ := io.ReadFull(c.br, body[:resp.ContentLength]); n != 24 {
+			b.Fatal(n)
+		}
+	}
+}

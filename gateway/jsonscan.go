@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"unicode/utf8"
 )
 
 // The request path reads and rewrites a few top-level members of JSON objects without
@@ -269,13 +270,15 @@ func memberKey(b []byte, m member) string {
 	return k
 }
 
-// keyIs reports whether m's key equals name, ignoring case as encoding/json does.
+// keyIs reports whether m's key equals name, ignoring case as encoding/json does: with
+// Unicode's simple folds, so "ſ" (U+017F, two bytes) is an s and "K" (U+212A, three bytes)
+// a k. name is ASCII: a key that matches it is never shorter.
 func keyIs(b []byte, m member, name string) bool {
 	if !m.escaped {
-		if len(name) != m.keyEnd-m.keyStart {
+		k := b[m.keyStart:m.keyEnd]
+		if len(k) < len(name) {
 			return false
 		}
-		k := b[m.keyStart:m.keyEnd]
 		return string(k) == name || strings.EqualFold(string(k), name)
 	}
 	return strings.EqualFold(memberKey(b, m), name)
@@ -288,13 +291,14 @@ func skipSpace(b []byte, i int) int {
 	return i
 }
 
-// jsonString returns the valid JSON value v as a string if it is one, else "".
+// jsonString returns the valid JSON value v as a string if it is one, else "". Like
+// encoding/json it turns invalid UTF-8 into U+FFFD.
 func jsonString(v []byte) string {
 	if len(v) < 2 || v[0] != '"' {
 		return ""
 	}
-	if bytes.IndexByte(v, '\\') < 0 {
-		return string(v[1 : len(v)-1])
+	if s := v[1 : len(v)-1]; bytes.IndexByte(s, '\\') < 0 && utf8.Valid(s) {
+		return string(s)
 	}
 	var s string
 	json.Unmarshal(v, &s)

@@ -181,23 +181,62 @@ func parseChunk(b []byte) (chunkHead, error) {
 	return c, nil
 }
 
-// hasUsageObject reports whether a chunk may carry a usage object: a "usage" key followed
-// by an object, not null (OpenAI sends "usage":null on every chunk but the last). False
-// positives only cost a decode.
+// hasUsageObject reports whether a chunk may carry a usage object: a member named usage,
+// spelled any way parseChunk matches it (any case, escapes), whose value is an object, not
+// null (OpenAI sends "usage":null on every chunk but the last). It looks for a key before
+// each '{'; false positives (a usage object deeper down, a brace in a string) only cost a
+// decode, a false negative would bill the stream by estimate.
 func hasUsageObject(p []byte) bool {
-	for {
-		i := bytes.Index(p, []byte(`"usage"`))
-		if i < 0 {
+	for i := 0; ; i++ {
+		j := bytes.IndexByte(p[i:], '{')
+		if j < 0 {
 			return false
 		}
-		p = p[i+len(`"usage"`):]
-		j := skipSpace(p, 0)
-		if j < len(p) && p[j] == ':' {
-			if k := skipSpace(p, j+1); k < len(p) && p[k] == '{' {
-				return true
-			}
+		i += j
+		if usageKeyBefore(p, i) {
+			return true
 		}
 	}
+}
+
+// maxUsageKey is the longest key that matches "usage": every letter escaped as \uXXXX.
+const maxUsageKey = 5 * len(`\u0075`)
+
+// usageKeyBefore reports whether p[:brace] ends in `"key":` (spaces around the colon),
+// key usage as keyIs matches it.
+func usageKeyBefore(p []byte, brace int) bool {
+	i := skipSpaceBack(p, brace)
+	if i < 0 || p[i] != ':' {
+		return false
+	}
+	end := skipSpaceBack(p, i)
+	if end < 0 || p[end] != '"' {
+		return false
+	}
+	// The opening quote is the nearest one before that no backslash escapes: inside a
+	// string an escaped quote has an odd number of backslashes before it.
+	for start := end - 1; start >= 0 && end-start <= maxUsageKey+1; start-- {
+		if p[start] != '"' {
+			continue
+		}
+		backslashes := 0
+		for k := start - 1; k >= 0 && p[k] == '\\'; k-- {
+			backslashes++
+		}
+		if backslashes%2 == 0 {
+			m := member{keyStart: start + 1, keyEnd: end, escaped: bytes.IndexByte(p[start+1:end], '\\') >= 0}
+			return keyIs(p, m, "usage")
+		}
+	}
+	return false
+}
+
+// skipSpaceBack returns the index of the last byte before p[i] that is not JSON
+// whitespace, -1 if there is none.
+func skipSpaceBack(p []byte, i int) int {
+	for i--; i >= 0 && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'); i-- {
+	}
+	return i
 }
 
 // generatedText is the text of relayed chunks (payloads, one per line): reasoning, content

@@ -228,7 +228,10 @@ func TestHasUsageObject(t *testing.T) {
 		`{"choices":[], "usage" : { "prompt_tokens":1}}`:           true,
 		`{"choices":[{"delta":{"content":"x"}}],"usage":null}`:     false,
 		`{"choices":[{"delta":{"content":"the \"usage\" word"}}]}`: false,
-		`{"choices":[]}`: false,
+		`{"choices":[]}`:                        false,
+		`{"Usage":{"prompt_tokens":1}}`:         true, // parseChunk matches keys ignoring case
+		`{"us\u0061ge" : {"prompt_tokens":1}}`:  true,
+		`{"choices":[],"usage":{},"x":{"y":1}}`: true,
 	} {
 		if got := hasUsageObject([]byte(in)); got != want {
 			t.Errorf("hasUsageObject(%s) = %v, want %v", in, got, want)

@@ -35,7 +35,8 @@ type completionDetails struct {
 }
 
 // parse reads a usage object (valid JSON) without reflection: the counts and their two
-// detail objects. Unknown members are skipped; a count that is not an integer is an error.
+// detail objects. Unknown members are skipped; a count that is not an integer is an error;
+// details that are not an object count as absent.
 func (u *usage) parse(b []byte) error {
 	var err error
 	num := func(v []byte, dst *int64) {
@@ -53,14 +54,25 @@ func (u *usage) parse(b []byte) error {
 			num(v, &u.CompletionTokens)
 		case keyIs(b, m, "total_tokens"):
 			num(v, &u.TotalTokens)
-		case keyIs(b, m, "prompt_tokens_details") && len(v) > 0 && v[0] == '{':
-			u.PromptTokensDetails = &promptDetails{}
+		// A details member decides as the last of its duplicates: an object is read whole,
+		// anything else (null) leaves no details.
+		case keyIs(b, m, "prompt_tokens_details"):
+			u.PromptTokensDetails = nil
+			if v[0] != '{' {
+				break
+			}
+			pd := &promptDetails{}
+			u.PromptTokensDetails = pd
 			members(v, func(d member) {
 				if keyIs(v, d, "cached_tokens") {
-					num(v[d.valueStart:d.valueEnd], &u.PromptTokensDetails.CachedTokens)
+					num(v[d.valueStart:d.valueEnd], &pd.CachedTokens)
 				}
 			})
-		case keyIs(b, m, "completion_tokens_details") && len(v) > 0 && v[0] == '{':
+		case keyIs(b, m, "completion_tokens_details"):
+			u.CompletionTokensDetails = nil
+			if v[0] != '{' {
+				break
+			}
 			cd := &completionDetails{}
 			u.CompletionTokensDetails = cd
 			members(v, func(d member) {
