@@ -363,6 +363,9 @@ func (r *clusterRun) completions() int {
 // until the returned stop is called.
 func (r *clusterRun) load(rate int) (stop func()) {
 	const clients = 8
+	r.mu.Lock()
+	clear(r.fails) // the refusals before every key was served are not the load's
+	r.mu.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wss := slices.Sorted(maps.Keys(r.tokens))
