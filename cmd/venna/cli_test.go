@@ -103,9 +103,9 @@ func TestEveryCommandsHelpMatchesItsFlags(t *testing.T) {
 				t.Fatalf("venna %s -h: exit %d, want 0 with usage and an example:\n%s", cmd.name, code, out)
 			}
 			var cfg Config
-			fs, _, err := lookup(cmd.name).flagSet(&cfg)
-			if err != nil {
-				t.Fatal(err)
+			fs, _, bad := lookup(cmd.name).flagSet(&cfg)
+			if len(bad) > 0 {
+				t.Fatal(bad)
 			}
 			var accepted []string
 			fs.VisitAll(func(f *flag.Flag) { accepted = append(accepted, f.Name) })
@@ -126,6 +126,17 @@ func TestEveryCommandsHelpMatchesItsFlags(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Every setting's built-in default is a value its flag takes: bind falls back on it when
+// an environment variable's value is refused.
+func TestSettingDefaultsAreValid(t *testing.T) {
+	var cfg Config
+	for _, s := range cfg.settings() {
+		if err := s.bind(flag.NewFlagSet("test", flag.ContinueOnError), s.flag, s.def, ""); err != nil {
+			t.Errorf("--%s: default %q: %v", s.flag, s.def, err)
+		}
 	}
 }
 
@@ -206,51 +217,61 @@ func TestUsageErrorsExit2WithoutConnecting(t *testing.T) {
 	cases := []struct {
 		args   []string
 		code   int
-		stderr string // in what stderr says
+		stderr string            // in what stderr says
+		env    map[string]string // besides the servers'
 	}{
-		{nil, exitUsage, "no command given"},
-		{[]string{"nope"}, exitUsage, `unknown command "nope"`},
-		{[]string{"--log-level", "debug", "gateway"}, exitUsage, `unknown command "--log-level"`},
-		{[]string{"invoice"}, exitUsage, "missing subcommand: want run, show, finalize, void, export or reconcile"},
-		{[]string{"key", "frobnicate"}, exitUsage, `unknown subcommand "frobnicate"`},
-		{[]string{"workspace"}, exitUsage, "missing subcommand"},
-		{[]string{"budget", "--workspace", "ws_1"}, exitUsage, "missing subcommand"},
-		{[]string{"credit", "refund", "--workspace", "ws_1"}, exitUsage, `unknown subcommand "refund"`},
-		{[]string{"ratelimit"}, exitUsage, "missing subcommand"},
-		{[]string{"dlq"}, exitUsage, "missing subcommand: want redrive"},
-		{[]string{"key", "create"}, exitUsage, "create: --workspace is required"},
-		{[]string{"workspace", "create"}, exitUsage, "create: --name is required"},
-		{[]string{"key", "revoke"}, exitUsage, "revoke: missing KEY_ID"},
-		{[]string{"key", "revoke", "key_1", "key_2"}, exitUsage, `unexpected argument "key_2"`},
-		{[]string{"key", "create", "--workspace", "ws_1", "--kafka-topic", "x"}, exitUsage, "flag provided but not defined: -kafka-topic"},
-		{[]string{"invoice", "run", "--workspace", "ws_1"}, exitUsage, "run does not take --workspace"},
-		{[]string{"invoice", "run", "--period", "2026-13"}, exitUsage, `invalid value "2026-13" for flag -period`},
-		{[]string{"invoice", "export", "--workspace", "ws_1", "--format", "pdf", "inv_1"}, exitUsage, `invalid value "pdf" for flag -format`},
-		{[]string{"invoice", "finalize", "--workspace", "ws_1"}, exitUsage, "finalize: missing INVOICE_ID"},
-		{[]string{"budget", "set", "--workspace", "ws_1", "--monthly-usd", "lots"}, exitUsage, `invalid value "lots" for flag -monthly-usd`},
-		{[]string{"budget", "set", "--workspace", "ws_1", "--monthly-usd", "-5"}, exitUsage, "monthly_usd is negative"},
-		{[]string{"ratelimit", "set", "--workspace", "ws_1", "--rpm", "99999999999"}, exitUsage, `invalid value "99999999999" for flag -rpm`},
-		{[]string{"credit", "grant", "--workspace", "ws_1", "--amount-usd", "5", "--effective-from", "2026-12-01T00:30:00Z"}, exitUsage, "whole UTC hour"},
-		{[]string{"credit", "prepaid", "--workspace", "ws_1", "maybe"}, exitUsage, `"maybe": want on or off`},
-		{[]string{"dlq", "redrive", "--limit", "-1"}, exitUsage, `invalid value "-1" for flag -limit`},
-		{[]string{"migrate", "--kafka-partitions", "0"}, exitUsage, "--kafka-partitions 0"},
-		{[]string{"migrate", "--ingest-batch-size", "5"}, exitUsage, "flag provided but not defined: -ingest-batch-size"},
-		{[]string{"gateway", "--limits-on-failure", "maybe"}, exitUsage, `invalid value "maybe" for flag -limits-on-failure`},
-		{[]string{"gateway", "extra"}, exitUsage, `unexpected argument "extra"`},
-		{[]string{"api", "--admin-token", "short"}, exitUsage, "AdminToken (VENNA_ADMIN_TOKEN) is 5 characters"},
-		{[]string{"ingest", "--ingest-batch-size", "-1"}, exitUsage, "BatchSize (VENNA_INGEST_BATCH_SIZE) is negative"},
-		{[]string{"aggregate", "--invoice-schedule", "sometimes"}, exitUsage, `invalid value "sometimes" for flag -invoice-schedule`},
-		{[]string{"all", "--kafka-partitions", "24"}, exitUsage, "flag provided but not defined: -kafka-partitions"},
-		{[]string{"workspace", "list", "--log-level", "loud"}, exitUsage, `invalid value "loud" for flag -log-level`},
-		{[]string{"probe", "--role", "db"}, exitUsage, `invalid value "db" for flag -role`},
-		{[]string{"probe", "--url", "http://a/", "http://b/"}, exitUsage, "give the URL once"},
-		{[]string{"probe", "ftp://a/"}, exitUsage, "want an http:// or https:// URL"},
-		{[]string{"help", "nope"}, exitUsage, `unknown command "nope"`},
-		// Control: valid, so it connects — to the listener, which hangs up.
-		{[]string{"workspace", "list"}, exitFailure, "venna: "},
+		{nil, exitUsage, "no command given", nil},
+		{[]string{"nope"}, exitUsage, `unknown command "nope"`, nil},
+		{[]string{"--log-level", "debug", "gateway"}, exitUsage, `unknown command "--log-level"`, nil},
+		{[]string{"invoice"}, exitUsage, "missing subcommand: want run, show, finalize, void, export or reconcile", nil},
+		{[]string{"key", "frobnicate"}, exitUsage, `unknown subcommand "frobnicate"`, nil},
+		{[]string{"workspace"}, exitUsage, "missing subcommand", nil},
+		{[]string{"budget", "--workspace", "ws_1"}, exitUsage, "missing subcommand", nil},
+		{[]string{"credit", "refund", "--workspace", "ws_1"}, exitUsage, `unknown subcommand "refund"`, nil},
+		{[]string{"ratelimit"}, exitUsage, "missing subcommand", nil},
+		{[]string{"dlq"}, exitUsage, "missing subcommand: want redrive", nil},
+		{[]string{"key", "create"}, exitUsage, "create: --workspace is required", nil},
+		{[]string{"workspace", "create"}, exitUsage, "create: --name is required", nil},
+		{[]string{"key", "revoke"}, exitUsage, "revoke: missing KEY_ID", nil},
+		{[]string{"key", "revoke", "key_1", "key_2"}, exitUsage, `unexpected argument "key_2"`, nil},
+		{[]string{"key", "create", "--workspace", "ws_1", "--kafka-topic", "x"}, exitUsage, "flag provided but not defined: -kafka-topic", nil},
+		{[]string{"invoice", "run", "--workspace", "ws_1"}, exitUsage, "run does not take --workspace", nil},
+		{[]string{"invoice", "run", "--period", "2026-13"}, exitUsage, `invalid value "2026-13" for flag -period`, nil},
+		{[]string{"invoice", "export", "--workspace", "ws_1", "--format", "pdf", "inv_1"}, exitUsage, `invalid value "pdf" for flag -format`, nil},
+		{[]string{"invoice", "finalize", "--workspace", "ws_1"}, exitUsage, "finalize: missing INVOICE_ID", nil},
+		{[]string{"budget", "set", "--workspace", "ws_1", "--monthly-usd", "lots"}, exitUsage, `invalid value "lots" for flag -monthly-usd`, nil},
+		{[]string{"budget", "set", "--workspace", "ws_1", "--monthly-usd", "-5"}, exitUsage, "monthly_usd is negative", nil},
+		{[]string{"ratelimit", "set", "--workspace", "ws_1", "--rpm", "99999999999"}, exitUsage, `invalid value "99999999999" for flag -rpm`, nil},
+		{[]string{"credit", "grant", "--workspace", "ws_1", "--amount-usd", "5", "--effective-from", "2026-12-01T00:30:00Z"}, exitUsage, "whole UTC hour", nil},
+		{[]string{"credit", "prepaid", "--workspace", "ws_1", "maybe"}, exitUsage, `"maybe": want on or off`, nil},
+		{[]string{"dlq", "redrive", "--limit", "-1"}, exitUsage, `invalid value "-1" for flag -limit`, nil},
+		{[]string{"migrate", "--kafka-partitions", "0"}, exitUsage, "--kafka-partitions 0", nil},
+		{[]string{"migrate", "--ingest-batch-size", "5"}, exitUsage, "flag provided but not defined: -ingest-batch-size", nil},
+		{[]string{"gateway", "--limits-on-failure", "maybe"}, exitUsage, `invalid value "maybe" for flag -limits-on-failure`, nil},
+		{[]string{"gateway", "extra"}, exitUsage, `unexpected argument "extra"`, nil},
+		{[]string{"api", "--admin-token", "short"}, exitUsage, "AdminToken (VENNA_ADMIN_TOKEN) is 5 characters", nil},
+		{[]string{"ingest", "--ingest-batch-size", "-1"}, exitUsage, "BatchSize (VENNA_INGEST_BATCH_SIZE) is negative", nil},
+		{[]string{"aggregate", "--invoice-schedule", "sometimes"}, exitUsage, `invalid value "sometimes" for flag -invoice-schedule`, nil},
+		{[]string{"all", "--kafka-partitions", "24"}, exitUsage, "flag provided but not defined: -kafka-partitions", nil},
+		{[]string{"workspace", "list", "--log-level", "loud"}, exitUsage, `invalid value "loud" for flag -log-level`, nil},
+		{[]string{"probe", "--role", "db"}, exitUsage, `invalid value "db" for flag -role`, nil},
+		{[]string{"probe", "--url", "http://a/", "http://b/"}, exitUsage, "give the URL once", nil},
+		{[]string{"probe", "ftp://a/"}, exitUsage, "want an http:// or https:// URL", nil},
+		{[]string{"help", "nope"}, exitUsage, `unknown command "nope"`, nil},
+		// A setting's environment variable is checked like its flag, unless the flag is given.
+		{[]string{"ingest"}, exitUsage, `VENNA_INGEST_BATCH_SIZE="many": want an integer`, map[string]string{"VENNA_INGEST_BATCH_SIZE": "many"}},
+		{[]string{"gateway"}, exitUsage, `VENNA_LIMITS_ON_FAILURE="sometimes": want open or closed`, map[string]string{"VENNA_LIMITS_ON_FAILURE": "sometimes"}},
+		{[]string{"workspace", "list"}, exitUsage, "VENNA_CLICKHOUSE_PROTOCOL", map[string]string{"VENNA_CLICKHOUSE_PROTOCOL": "grpc"}},
+		// Controls: valid, so they connect — to the listener, which hangs up.
+		{[]string{"workspace", "list"}, exitFailure, "venna: ", nil},
+		{[]string{"workspace", "list"}, exitFailure, "venna: ", map[string]string{"VENNA_INGEST_BATCH_SIZE": "many"}}, // not a setting it reads
+		{[]string{"ingest", "--ingest-batch-size", "5", "--ingest-metrics-addr", ""}, exitFailure, "venna: ", map[string]string{"VENNA_INGEST_BATCH_SIZE": "many"}},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			for k, v := range c.env {
+				t.Setenv(k, v)
+			}
 			before := dialed.Load()
 			code, out, errs := venna(t, c.args...)
 			if code != c.code {

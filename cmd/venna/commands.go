@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -244,14 +245,7 @@ Exit status: 0 done, 1 the work failed, 2 usage error (nothing was attempted).
 
 func contains(list []string, s string) bool { return slices.Contains(list, s) }
 
-func sortedKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
 
 func configTableCmd() *command {
 	return &command{

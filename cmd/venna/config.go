@@ -273,40 +273,38 @@ func (c *Config) settings() []setting {
 }
 
 // bind registers the settings of the named groups on fs, each defaulting to its
-// environment variable. An environment variable holding a value its flag would refuse is
-// an error naming it.
-func (c *Config) bind(fs *flag.FlagSet, names ...string) error {
+// environment variable. bad names, by flag, the settings whose environment variable holds
+// a value their flag would refuse: those are bound with their built-in default instead, so
+// that -h still works and the flag, when given, still wins.
+func (c *Config) bind(fs *flag.FlagSet, names ...string) (bad map[string]error) {
+	bad = map[string]error{}
 	for _, s := range c.settings() {
 		if !slices.Contains(names, s.group) {
 			continue
 		}
 		help := fmt.Sprintf("%s (env %s)", s.help, s.env)
-		def := s.def
 		v, fromEnv := os.LookupEnv(s.env)
-		if fromEnv {
+		def := s.def
+		switch {
+		case secretSettings[s.env]:
+			// Bound with an empty default so that -h never prints the secret; the
+			// environment's value is set below, unless the flag is given.
+			def = ""
+		case fromEnv:
 			def = v
 		}
-		if secretSettings[s.env] {
-			// Bind with an empty default so that -h never prints the secret, then take the
-			// environment's value unless the flag is given.
-			if err := s.bind(fs, s.flag, "", help); err != nil {
-				return fmt.Errorf("%s: %w", s.flag, err)
-			}
-			if fromEnv {
-				if err := fs.Lookup(s.flag).Value.Set(v); err != nil {
-					return fmt.Errorf("%s: %w", s.env, err)
-				}
-			}
+		if err := s.bind(fs, s.flag, def, help); err != nil {
+			bad[s.flag] = fmt.Errorf("%s=%q: %w", s.env, v, err)
+			s.bind(fs, s.flag, s.def, help) // valid: TestSettingDefaultsAreValid
 			continue
 		}
-		if err := s.bind(fs, s.flag, def, help); err != nil {
-			if fromEnv {
-				return fmt.Errorf("%s=%q: %w", s.env, v, err)
+		if secretSettings[s.env] && fromEnv {
+			if err := fs.Lookup(s.flag).Value.Set(v); err != nil {
+				bad[s.flag] = fmt.Errorf("%s: %w", s.env, err)
 			}
-			return fmt.Errorf("%s: default %q: %w", s.flag, def, err)
 		}
 	}
-	return nil
+	return bad
 }
 
 // secretSettings are never shown as flag defaults in -h.

@@ -159,7 +159,7 @@ type Env struct {
 // that can be checked without a connection, then runs it.
 func (c *command) execute(ctx context.Context, args []string, st streams) error {
 	env := &Env{Out: st.Out, Err: st.Err, Progress: newProgress(st.Err, st.Terminal)}
-	fs, own, bindErr := c.flagSet(&env.Config)
+	fs, own, bad := c.flagSet(&env.Config)
 	pos, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		c.help(st.Out, fs)
@@ -168,15 +168,17 @@ func (c *command) execute(ctx context.Context, args []string, st streams) error 
 	if err != nil {
 		return &usageError{err}
 	}
-	if bindErr != nil {
-		return &usageError{bindErr} // an environment variable its flag would refuse
+	env.given = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { env.given[f.Name] = true })
+	for _, name := range sortedKeys(bad) {
+		if !env.given[name] { // an environment variable its flag would refuse, and no flag
+			return &usageError{bad[name]}
+		}
 	}
 	sub, rest, err := c.pick(fs, own, pos)
 	if err != nil {
 		return err
 	}
-	env.given = map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { env.given[f.Name] = true })
 	if c.takes("clickhouse") {
 		if err := env.Config.ClickHouse.Validate(); err != nil {
 			return invalid(err)
@@ -192,9 +194,9 @@ func (c *command) execute(ctx context.Context, args []string, st streams) error 
 }
 
 // flagSet is the command's flags: its own, then the settings of its groups. own names
-// its own; err is a setting whose environment variable holds a value its flag refuses
-// (the flag is bound with its built-in default, so that -h still works).
-func (c *command) flagSet(cfg *Config) (fs *flag.FlagSet, own map[string]bool, err error) {
+// its own; bad, the settings whose environment variable holds a value their flag refuses
+// (Config.bind).
+func (c *command) flagSet(cfg *Config) (fs *flag.FlagSet, own map[string]bool, bad map[string]error) {
 	fs = flag.NewFlagSet("venna "+c.name, flag.ContinueOnError)
 	// execute prints help and errors itself: to stdout when asked for, with the usage
 	// lines on stderr when something is wrong.
@@ -205,8 +207,7 @@ func (c *command) flagSet(cfg *Config) (fs *flag.FlagSet, own map[string]bool, e
 	}
 	own = map[string]bool{}
 	fs.VisitAll(func(f *flag.Flag) { own[f.Name] = true })
-	err = cfg.bind(fs, c.groups...)
-	return fs, own, err
+	return fs, own, cfg.bind(fs, c.groups...)
 }
 
 // parseInterspersed parses flags before, between and after positional arguments
