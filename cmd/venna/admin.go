@@ -31,7 +31,7 @@ func workspaceCmd() *command {
 		example: []string{"venna workspace create --name \"Acme Robotics\"", "venna workspace list"},
 		groups:  []string{"clickhouse", "log"},
 		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&name, "name", "", "workspace name, for people (`N`)")
+			fs.StringVar(&name, "name", "", "name `N` of the workspace, for people")
 			fs.StringVar(&id, "id", "", "workspace `ID` (default: a random ws_...)")
 		},
 		forms: []form{
@@ -73,7 +73,7 @@ func keyCmd() *command {
 		groups:  []string{"clickhouse", "keys", "log"},
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&workspace, "workspace", "", "workspace `ID`")
-			fs.StringVar(&name, "name", "", "key name, for people (`N`)")
+			fs.StringVar(&name, "name", "", "name `N` of the key, for people")
 		},
 		forms: []form{
 			{sub: "create", opts: "--workspace ID [--name N]", note: "prints the secret once", flags: []string{"workspace", "name"}, need: []string{"workspace"}},

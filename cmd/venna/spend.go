@@ -27,8 +27,8 @@ func budgetCmd() *command {
 		groups:  []string{"clickhouse", "prices", "limits", "log"},
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&workspace, "workspace", "", "workspace `ID`")
-			fs.StringVar(&key, "key", "", "API key (`KEY_ID`): the key's own budget instead of the workspace's")
-			fs.Var(decimalValue{&amount}, "monthly-usd", "budget per calendar month (UTC), in USD (`N`), e.g. 25.00")
+			fs.StringVar(&key, "key", "", "`KEY_ID` of an API key, for the key's own budget instead of the workspace's")
+			fs.Var(decimalValue{&amount}, "monthly-usd", "budget per calendar month (UTC): `N` USD, e.g. 25.00")
 			fs.Var(percentsValue{&thresholds}, "thresholds", "`percentages` of the budget that raise an alert, comma-separated (empty: none)")
 			fs.BoolVar(&hard, "hard", false, "refuse completions (429 insufficient_quota) once the budget is spent")
 		},
@@ -92,7 +92,7 @@ func rateLimitCmd() *command {
 		groups:  []string{"clickhouse", "limits", "log"},
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&workspace, "workspace", "", "workspace `ID`")
-			fs.StringVar(&key, "key", "", "API key (`KEY_ID`): the key's own limit instead of the workspace's")
+			fs.StringVar(&key, "key", "", "`KEY_ID` of an API key, for the key's own limit instead of the workspace's")
 			fs.Var(countValue{&rpm, 1<<32 - 1}, "rpm", "requests per minute (0: no limit)")
 			fs.Var(countValue{&tpm, 0}, "tpm", "tokens (prompt and completion) per minute (0: no limit)")
 		},
@@ -135,11 +135,11 @@ func creditCmd() *command {
 		groups: []string{"clickhouse", "prices", "invoices", "limits", "log"},
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&workspace, "workspace", "", "workspace `ID`")
-			fs.Var(decimalValue{&amount}, "amount-usd", "credit to grant, in USD (`N`), e.g. 50.00")
-			fs.Var(timeValue{&from}, "effective-from", "RFC 3339 time (`T`) on a whole UTC hour (default: the current hour)")
-			fs.Var(timeValue{&expires}, "expires-at", "RFC 3339 time (`T`) on a whole UTC hour (default: never)")
-			fs.IntVar(&priority, "priority", 0, "among grants expiring together, the lowest is used first")
-			fs.StringVar(&reason, "reason", "", "why the credit was granted (shown on the balance)")
+			fs.Var(decimalValue{&amount}, "amount-usd", "credit to grant: `N` USD, e.g. 50.00")
+			fs.Var(timeValue{&from}, "effective-from", "when the credit starts: `T`, an RFC 3339 time on a whole UTC hour (default: the current hour)")
+			fs.Var(timeValue{&expires}, "expires-at", "when the credit expires: `T`, an RFC 3339 time on a whole UTC hour (default: never)")
+			fs.IntVar(&priority, "priority", 0, "priority `N`: among grants expiring together, the lowest is used first")
+			fs.StringVar(&reason, "reason", "", "`R`: why the credit was granted (shown on the balance)")
 		},
 		forms: []form{
 			{sub: "grant", opts: "--workspace ID --amount-usd N [--effective-from T] [--expires-at T] [--priority N] [--reason R]",
