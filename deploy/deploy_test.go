@@ -3,7 +3,9 @@ package deploy
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -14,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/venna/metering/gateway"
 	"gopkg.in/yaml.v3"
@@ -37,6 +40,15 @@ var vennaCommands = []string{"gateway", "ingest", "aggregate", "api", "all", "si
 
 // wantServices are the services docker-compose.yml must define.
 var wantServices = []string{"kafka", "clickhouse", "migrate", "gateway", "ingest", "aggregate", "api", "sim-upstream"}
+
+// longRunning are the venna roles that serve until stopped, each with a /healthz on the
+// addresses listenEnv names: compose health-checks them with `venna probe`. migrate runs
+// once and exits.
+var longRunning = []string{"gateway", "ingest", "aggregate", "api", "all", "sim-upstream"}
+
+// probeTimeout is how long `venna probe` waits (cmd/venna/probe.go): a healthcheck must
+// give it longer, or Docker kills it before it can report.
+const probeTimeout = 2 * time.Second
 
 // vennaServices are the services that run this repo's binary.
 var vennaServices = []string{"migrate", "gateway", "ingest", "aggregate", "api", "sim-upstream"}
@@ -87,6 +99,7 @@ type service struct {
 type healthcheck struct {
 	Test    stringList `yaml:"test"`
 	Disable bool       `yaml:"disable"`
+	Timeout string     `yaml:"timeout"`
 }
 
 // stringList is a command or healthcheck test: a list, or a string split on spaces.
@@ -453,6 +466,18 @@ func TestCompose(t *testing.T) {
 		}
 	})
 
+	t.Run("long-running venna services are probed", func(t *testing.T) {
+		entrypoint := dockerEntrypoint(t)
+		for name, s := range c.Services {
+			if s.Build == nil || !slices.Contains(longRunning, s.role()) {
+				continue
+			}
+			if err := checkProbe(s, entrypoint); err != nil {
+				t.Errorf("%s: services.%s.healthcheck: %v", composePath, name, err)
+			}
+		}
+	})
+
 	t.Run("ClickHouse and Kafka by service name", func(t *testing.T) {
 		advertised := c.Services["kafka"].Environment["KAFKA_ADVERTISED_LISTENERS"]
 		for name, s := range c.Services {
@@ -527,6 +552,58 @@ func TestCompose(t *testing.T) {
 			}
 		}
 	})
+}
+
+// checkProbe checks that s, a long-running venna service, is health-checked by
+// `<entrypoint> probe URL`, where URL is the role's /healthz on a port it listens on.
+// The image is distroless: a CMD-SHELL test, or curl, would never run.
+func checkProbe(s service, entrypoint string) error {
+	if !s.hasHealthcheck() {
+		return errors.New("missing: want [\"CMD\", \"" + entrypoint + "\", \"probe\", \"http://127.0.0.1:PORT/healthz\"]")
+	}
+	test := s.Healthcheck.Test
+	if len(test) != 4 || test[0] != "CMD" || test[1] != entrypoint || test[2] != "probe" {
+		return fmt.Errorf("test = %q, want [\"CMD\", %q, \"probe\", URL] (the image has no shell)", test, entrypoint)
+	}
+	u, err := url.Parse(test[3])
+	if err != nil {
+		return fmt.Errorf("probe URL %q: %v", test[3], err)
+	}
+	if u.Scheme != "http" || (u.Hostname() != "127.0.0.1" && u.Hostname() != "localhost") || u.Path != "/healthz" {
+		return fmt.Errorf("probe URL %q, want http://127.0.0.1:PORT/healthz: the role's own /healthz, from inside its container", test[3])
+	}
+	var ports []string
+	for _, env := range listenEnv[s.role()] {
+		if p, err := listenPort(s.Environment[env]); err == nil {
+			ports = append(ports, p)
+		}
+	}
+	if !slices.Contains(ports, u.Port()) {
+		return fmt.Errorf("probe URL %q: %s listens on %v here (%v), not on %q", test[3], s.role(), ports, listenEnv[s.role()], u.Port())
+	}
+	if t := s.Healthcheck.Timeout; t != "" {
+		if d, err := time.ParseDuration(t); err != nil || d <= probeTimeout {
+			return fmt.Errorf("timeout %q: want more than the probe's own %s", t, probeTimeout)
+		}
+	}
+	return nil
+}
+
+// dockerEntrypoint is the path of the binary the Dockerfile's final stage runs.
+func dockerEntrypoint(t *testing.T) string {
+	t.Helper()
+	var entry []string
+	for _, in := range parseDockerfile(t) {
+		if in.cmd == "ENTRYPOINT" {
+			if err := json.Unmarshal([]byte(in.args), &entry); err != nil || len(entry) == 0 {
+				t.Fatalf("%s: ENTRYPOINT %s: want the exec form, [\"/path/to/venna\"]", dockerfilePath, in.args)
+			}
+		}
+	}
+	if len(entry) == 0 {
+		t.Fatalf("%s: no ENTRYPOINT", dockerfilePath)
+	}
+	return entry[0]
 }
 
 // instruction is one Dockerfile instruction, its continuation lines joined.
@@ -734,9 +811,9 @@ func TestDockerfile(t *testing.T) {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("%s: %s go build %s: %v\n%s", dockerfilePath, strings.Join(b.env, " "), strings.Join(args, " "), err, out)
 		}
-		// Every subcommand compose may run exists in that binary: -h exits 0 for a known
-		// command and 1 for an unknown one.
-		for _, sub := range vennaCommands {
+		// Every subcommand compose may run, and the probe of its healthchecks, exists in
+		// that binary: -h exits 0 for a known command and 2 for an unknown one.
+		for _, sub := range append(slices.Clone(vennaCommands), "probe") {
 			if out, err := exec.Command(bin, sub, "-h").CombinedOutput(); err != nil {
 				t.Errorf("built venna %s -h: %v\n%s", sub, err, out)
 			}
@@ -849,5 +926,43 @@ func TestServicesScriptClusterIDs(t *testing.T) {
 		if !valid.MatchString(id) {
 			t.Fatalf("cluster ID %q: want 22 base64url characters, not starting with '-'", id)
 		}
+	}
+}
+
+// The probe check refuses what would leave a container unchecked or wrongly checked.
+func TestCheckProbe(t *testing.T) {
+	const bin = "/usr/local/bin/venna"
+	gateway := func(test []string, timeout string) service {
+		s := service{Command: stringList{"gateway"}, Environment: environment{"VENNA_GATEWAY_ADDR": "0.0.0.0:8080"}}
+		if test != nil {
+			s.Healthcheck = &healthcheck{Test: test, Timeout: timeout}
+		}
+		return s
+	}
+	cases := []struct {
+		name string
+		s    service
+		ok   bool
+	}{
+		{"probe of its port", gateway([]string{"CMD", bin, "probe", "http://127.0.0.1:8080/healthz"}, "5s"), true},
+		{"no healthcheck", gateway(nil, ""), false},
+		{"disabled", service{Command: stringList{"gateway"}, Healthcheck: &healthcheck{Disable: true}}, false},
+		{"a port it does not listen on", gateway([]string{"CMD", bin, "probe", "http://127.0.0.1:8081/healthz"}, ""), false},
+		{"another container", gateway([]string{"CMD", bin, "probe", "http://api:8080/healthz"}, ""), false},
+		{"not /healthz", gateway([]string{"CMD", bin, "probe", "http://127.0.0.1:8080/metrics"}, ""), false},
+		{"a shell the image lacks", gateway([]string{"CMD-SHELL", "curl -f http://127.0.0.1:8080/healthz"}, ""), false},
+		{"another binary", gateway([]string{"CMD", "/bin/venna", "probe", "http://127.0.0.1:8080/healthz"}, ""), false},
+		{"timeout under the probe's", gateway([]string{"CMD", bin, "probe", "http://127.0.0.1:8080/healthz"}, "1s"), false},
+		{"ingest on its metrics port", service{Command: stringList{"ingest"}, Environment: environment{"VENNA_INGEST_METRICS_ADDR": "0.0.0.0:9101"},
+			Healthcheck: &healthcheck{Test: stringList{"CMD", bin, "probe", "http://127.0.0.1:9101/healthz"}}}, true},
+		{"ingest without its metrics address", service{Command: stringList{"ingest"}, Environment: environment{},
+			Healthcheck: &healthcheck{Test: stringList{"CMD", bin, "probe", "http://127.0.0.1:9101/healthz"}}}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if err := checkProbe(c.s, bin); (err == nil) != c.ok {
+				t.Errorf("checkProbe = %v, want ok %t", err, c.ok)
+			}
+		})
 	}
 }

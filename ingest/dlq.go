@@ -96,6 +96,10 @@ type RedriveConfig struct {
 	Topic    string // the usage topic the fixed messages go back to
 	DLQTopic string // default DLQTopicFor(Topic)
 	Limit    int    // most DLQ messages to read; 0: all
+	// Progress, if set, is called every 1000 messages read and once at the end: messages
+	// read of the total to read, and how many were produced back so far. It is for showing
+	// a long redrive's progress (venna dlq redrive on a terminal) and must not block.
+	Progress func(read, total, redriven int)
 }
 
 // Validate names the first bad field.
@@ -140,6 +144,18 @@ func Redrive(ctx context.Context, cfg RedriveConfig, log *slog.Logger) (RedriveR
 	if err != nil {
 		return res, err
 	}
+	total := 0
+	for _, o := range offs {
+		total += int(max(o.LastOffset-o.FirstOffset, 0))
+	}
+	if cfg.Limit > 0 {
+		total = min(total, cfg.Limit)
+	}
+	progress := func() {
+		if cfg.Progress != nil {
+			cfg.Progress(res.Read, total, res.Redriven)
+		}
+	}
 	w := newWriter(cfg.Brokers, cfg.Topic)
 	w.MaxAttempts = 10
 	defer w.Close()
@@ -176,6 +192,9 @@ func Redrive(ctx context.Context, cfg RedriveConfig, log *slog.Logger) (RedriveR
 			}
 			offset = m.Offset + 1
 			res.Read++
+			if res.Read%1000 == 0 {
+				progress()
+			}
 			var ev schema.UsageEvent
 			if class, err := check(m.Value, &ev, nil, (*schema.UsageEvent).Validate); err != nil {
 				res.StillBad++
@@ -203,6 +222,7 @@ func Redrive(ctx context.Context, cfg RedriveConfig, log *slog.Logger) (RedriveR
 	if err := send(); err != nil {
 		return res, err
 	}
+	progress()
 	log.Info("redrive done", "dlq", cfg.DLQTopic, "topic", cfg.Topic, "read", res.Read, "redriven", res.Redriven, "still_bad", res.StillBad)
 	return res, nil
 }

@@ -137,6 +137,10 @@ type Config struct {
 	// Grace is how long after a period ends its invoice stays a draft, so that late events
 	// still land on it. Default 72h.
 	Grace time.Duration
+	// Progress, if set, is called as Run stores a month's invoices, after each insert of
+	// up to storeChunk of them: stored of total so far. It is for showing a long run's
+	// progress (venna invoice run on a terminal) and must not block.
+	Progress func(stored, total int)
 }
 
 // Validate names the first bad field.
@@ -282,8 +286,14 @@ func (iv *Invoicer) Run(ctx context.Context, start, end time.Time) (RunResult, e
 		inv.stamp(status, at)
 		write = append(write, inv)
 	}
-	if err := iv.store(ctx, write); err != nil {
-		return RunResult{}, err
+	for i := 0; i < len(write); i += storeChunk {
+		n := min(i+storeChunk, len(write))
+		if err := iv.store(ctx, write[i:n]); err != nil {
+			return RunResult{}, err
+		}
+		if iv.cfg.Progress != nil {
+			iv.cfg.Progress(n, len(write))
+		}
 	}
 	res.Written = write
 	return res, nil

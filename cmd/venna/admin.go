@@ -12,26 +12,6 @@ import (
 	"github.com/venna/metering/invoice"
 )
 
-var adminFlags struct {
-	name, id, workspace, period, format *string
-}
-
-func workspaceFlags(fs *flag.FlagSet) {
-	adminFlags.name = fs.String("name", "", "workspace name")
-	adminFlags.id = fs.String("id", "", "workspace ID (default: random ws_...)")
-}
-
-func keyFlags(fs *flag.FlagSet) {
-	adminFlags.name = fs.String("name", "", "key name")
-	adminFlags.workspace = fs.String("workspace", "", "workspace ID")
-}
-
-func invoiceFlags(fs *flag.FlagSet) {
-	adminFlags.workspace = fs.String("workspace", "", "workspace ID")
-	adminFlags.period = fs.String("period", "", "month YYYY-MM (default: the current month)")
-	adminFlags.format = fs.String("format", "csv", "export format: csv, html or json")
-}
-
 func printJSON(env *Env, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
@@ -41,91 +21,139 @@ func printJSON(env *Env, v any) error {
 	return err
 }
 
-func runWorkspace(ctx context.Context, env *Env, args []string) error {
-	conn, err := openDB(ctx, env)
-	if err != nil {
-		return err
+func workspaceCmd() *command {
+	var name, id string
+	return &command{
+		name:    "workspace",
+		kind:    kindAdmin,
+		summary: "create and list workspaces",
+		about:   "Creates a workspace (the unit that is billed, owns API keys, budgets and credits) or lists them as JSON.",
+		example: []string{"venna workspace create --name \"Acme Robotics\"", "venna workspace list"},
+		groups:  []string{"clickhouse", "log"},
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&name, "name", "", "name `N` of the workspace, for people")
+			fs.StringVar(&id, "id", "", "workspace `ID` (default: a random ws_...)")
+		},
+		forms: []form{
+			{sub: "create", opts: "--name N [--id ID]", note: "prints the workspace as JSON", flags: []string{"name", "id"}, need: []string{"name"}},
+			{sub: "list"},
+		},
+		run: func(ctx context.Context, env *Env, sub string, _ []string) error {
+			conn, err := openDB(ctx, env)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			store := apikey.NewStore(conn, env.Config.ClickHouse.Database)
+			if sub == "create" {
+				w, err := store.CreateWorkspace(ctx, id, name)
+				if err != nil {
+					return err
+				}
+				return printJSON(env, w)
+			}
+			ws, err := store.Workspaces(ctx)
+			if err != nil {
+				return err
+			}
+			return printJSON(env, ws)
+		},
 	}
-	defer conn.Close()
-	store := apikey.NewStore(conn, env.Config.ClickHouse.Database)
-	switch sub(args) {
-	case "create":
-		w, err := store.CreateWorkspace(ctx, *adminFlags.id, *adminFlags.name)
-		if err != nil {
-			return err
-		}
-		return printJSON(env, w)
-	case "list":
-		ws, err := store.Workspaces(ctx)
-		if err != nil {
-			return err
-		}
-		return printJSON(env, ws)
-	}
-	return errors.New("usage: venna workspace create --name N [--id ID] | workspace list")
 }
 
-func sub(args []string) string {
-	if len(args) == 0 {
-		return ""
+func keyCmd() *command {
+	var workspace, name string
+	return &command{
+		name:    "key",
+		kind:    kindAdmin,
+		summary: "issue, list and revoke API keys",
+		about: "Issues an API key for a workspace (its secret is printed once; only its SHA-256 is stored),\n" +
+			"lists a workspace's keys, or revokes one: gateways stop accepting it within their --key-refresh.",
+		example: []string{"venna key create --workspace ws_8f3a2c61d0 --name laptop", "venna key revoke key_8d1e07b2"},
+		groups:  []string{"clickhouse", "keys", "log"},
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&workspace, "workspace", "", "workspace `ID`")
+			fs.StringVar(&name, "name", "", "name `N` of the key, for people")
+		},
+		forms: []form{
+			{sub: "create", opts: "--workspace ID [--name N]", note: "prints the secret once", flags: []string{"workspace", "name"}, need: []string{"workspace"}},
+			{sub: "list", opts: "--workspace ID", flags: []string{"workspace"}, need: []string{"workspace"}},
+			{sub: "revoke", args: "KEY_ID", min: 1, max: 1},
+		},
+		run: func(ctx context.Context, env *Env, sub string, args []string) error {
+			conn, err := openDB(ctx, env)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			store := apikey.NewStore(conn, env.Config.ClickHouse.Database)
+			switch sub {
+			case "create":
+				k, secret, err := store.IssueKey(ctx, workspace, name)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(env.Out, "key %s for workspace %s\nsecret (shown once, store it now): %s\n", k.ID, k.WorkspaceID, secret)
+				return nil
+			case "list":
+				keys, err := store.Keys(ctx, workspace)
+				if err != nil {
+					return err
+				}
+				return printJSON(env, keys)
+			}
+			if err := store.Revoke(ctx, args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(env.Out, "key %s revoked; gateways stop accepting it within %s\n", args[0], env.Config.KeyRefresh)
+			return nil
+		},
 	}
-	return args[0]
 }
 
-func runKey(ctx context.Context, env *Env, args []string) error {
-	conn, err := openDB(ctx, env)
-	if err != nil {
-		return err
+func invoiceCmd() *command {
+	var workspace, format string
+	var period time.Time
+	return &command{
+		name:    "invoice",
+		kind:    kindAdmin,
+		summary: "invoice a month now; show, finalize, void, export and reconcile invoices",
+		about: "Computes a month's invoices now for every workspace with usage (as the aggregate role does on its\n" +
+			"schedule), shows a workspace's invoices, finalizes or voids one, exports one as CSV, HTML or JSON,\n" +
+			"or recomputes one from raw events and prints the differences (exit 1 if there are any).",
+		example: []string{"venna invoice run --period 2026-10", "venna invoice export --workspace ws_8f3a2c61d0 --format html inv_5e0c9a41d2b7f3086c1a4e92 > invoice.html"},
+		groups:  []string{"clickhouse", "prices", "invoices", "log"},
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&workspace, "workspace", "", "workspace `ID`")
+			fs.Var(monthValue{&period}, "period", "month to invoice, `YYYY-MM` (default: the current month)")
+			format = "csv"
+			fs.Var(choiceValue{&format, []string{"csv", "html", "json"}}, "format", "export format")
+		},
+		forms: []form{
+			{sub: "run", opts: "[--period YYYY-MM]", note: "compute (or finalize) every workspace's invoice for a month", flags: []string{"period"}},
+			{sub: "show", opts: "--workspace ID", args: "[INVOICE_ID]", flags: []string{"workspace"}, need: []string{"workspace"}, max: 1},
+			{sub: "finalize", opts: "--workspace ID", args: "INVOICE_ID", flags: []string{"workspace"}, need: []string{"workspace"}, min: 1, max: 1},
+			{sub: "void", opts: "--workspace ID", args: "INVOICE_ID", flags: []string{"workspace"}, need: []string{"workspace"}, min: 1, max: 1},
+			{sub: "export", opts: "--workspace ID [--format csv|html|json]", args: "INVOICE_ID", flags: []string{"workspace", "format"}, need: []string{"workspace"}, min: 1, max: 1},
+			{sub: "reconcile", opts: "--workspace ID", args: "INVOICE_ID", flags: []string{"workspace"}, need: []string{"workspace"}, min: 1, max: 1},
+		},
+		run: func(ctx context.Context, env *Env, sub string, args []string) error {
+			return runInvoice(ctx, env, sub, args, workspace, format, period)
+		},
 	}
-	defer conn.Close()
-	store := apikey.NewStore(conn, env.Config.ClickHouse.Database)
-	switch sub(args) {
-	case "create":
-		if *adminFlags.workspace == "" {
-			return errors.New("key create: --workspace is required")
-		}
-		k, secret, err := store.IssueKey(ctx, *adminFlags.workspace, *adminFlags.name)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(env.Out, "key %s for workspace %s\nsecret (shown once, store it now): %s\n", k.ID, k.WorkspaceID, secret)
-		return nil
-	case "list":
-		if *adminFlags.workspace == "" {
-			return errors.New("key list: --workspace is required")
-		}
-		keys, err := store.Keys(ctx, *adminFlags.workspace)
-		if err != nil {
-			return err
-		}
-		return printJSON(env, keys)
-	case "revoke":
-		if len(args) != 2 {
-			return errors.New("usage: venna key revoke KEY_ID")
-		}
-		if err := store.Revoke(ctx, args[1]); err != nil {
-			return err
-		}
-		fmt.Fprintf(env.Out, "key %s revoked; gateways stop accepting it within %s\n", args[1], env.Config.KeyRefresh)
-		return nil
-	}
-	return errors.New("usage: venna key create --workspace ID [--name N] | key list --workspace ID | key revoke KEY_ID")
 }
 
-func period() (time.Time, time.Time, error) {
-	if *adminFlags.period == "" {
-		s, e := invoice.Month(time.Now())
-		return s, e, nil
+func runInvoice(ctx context.Context, env *Env, sub string, args []string, workspace, format string, period time.Time) error {
+	cfg := env.Config.invoiceConfig()
+	if err := cfg.Validate(); err != nil {
+		return invalid(err)
 	}
-	t, err := time.Parse("2006-01", *adminFlags.period)
-	if err != nil {
-		return time.Time{}, time.Time{}, fmt.Errorf("--period %q: want YYYY-MM", *adminFlags.period)
+	if sub == "run" {
+		// Shown while the run goes, on a terminal only (invoice.Config.Progress).
+		cfg.Progress = func(stored, total int) {
+			env.Progress.Update("invoiced %d of %d workspaces", stored, total)
+		}
 	}
-	s, e := invoice.Month(t)
-	return s, e, nil
-}
-
-func runInvoice(ctx context.Context, env *Env, args []string) error {
 	conn, err := openDB(ctx, env)
 	if err != nil {
 		return err
@@ -135,17 +163,19 @@ func runInvoice(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	inv, err := invoice.New(invoice.Config{Database: env.Config.ClickHouse.Database, Grace: env.Config.InvoiceGrace}, conn, prices)
+	inv, err := invoice.New(cfg, conn, prices)
 	if err != nil {
 		return err
 	}
-	switch sub(args) {
+	switch sub {
 	case "run":
-		start, end, err := period()
-		if err != nil {
-			return err
+		if period.IsZero() {
+			period = time.Now()
 		}
+		start, end := invoice.Month(period)
+		env.Progress.Update("invoicing %s: computing…", start.Format("2006-01"))
 		res, err := inv.Run(ctx, start, end)
+		env.Progress.Done()
 		if err != nil {
 			return err
 		}
@@ -161,68 +191,53 @@ func runInvoice(ctx context.Context, env *Env, args []string) error {
 		}
 		return errors.Join(errs...)
 	case "show":
-		if *adminFlags.workspace == "" {
-			return errors.New("invoice show: --workspace is required")
-		}
-		if len(args) == 2 {
-			i, err := inv.Get(ctx, *adminFlags.workspace, args[1])
+		if len(args) == 1 {
+			i, err := inv.Get(ctx, workspace, args[0])
 			if err != nil {
 				return err
 			}
 			return printJSON(env, i)
 		}
-		list, err := inv.List(ctx, *adminFlags.workspace)
+		list, err := inv.List(ctx, workspace)
 		if err != nil {
 			return err
 		}
 		return printJSON(env, list)
 	case "finalize", "void":
-		if *adminFlags.workspace == "" || len(args) != 2 {
-			return fmt.Errorf("usage: venna invoice %s --workspace ID INVOICE_ID", args[0])
-		}
 		change := inv.Finalize
-		if args[0] == "void" {
+		if sub == "void" {
 			change = inv.Void
 		}
-		i, err := change(ctx, *adminFlags.workspace, args[1])
+		i, err := change(ctx, workspace, args[0])
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(env.Out, "%s  %s  %s  %s %s\n", i.ID, i.WorkspaceID, i.Status, i.Total.StringFixed(2), i.Currency)
 		return nil
 	case "export":
-		if *adminFlags.workspace == "" || len(args) != 2 {
-			return errors.New("usage: venna invoice export --workspace ID [--format csv|html|json] INVOICE_ID")
-		}
-		i, err := inv.Get(ctx, *adminFlags.workspace, args[1])
+		i, err := inv.Get(ctx, workspace, args[0])
 		if err != nil {
 			return err
 		}
-		switch *adminFlags.format {
-		case "csv":
-			return i.CSV(env.Out)
+		switch format {
 		case "html":
 			return i.HTML(env.Out)
 		case "json":
 			return printJSON(env, i)
 		}
-		return fmt.Errorf("--format %q: want csv, html or json", *adminFlags.format)
-	case "reconcile":
-		if *adminFlags.workspace == "" || len(args) != 2 {
-			return errors.New("usage: venna invoice reconcile --workspace ID INVOICE_ID")
-		}
-		diffs, err := inv.Reconcile(ctx, *adminFlags.workspace, args[1])
-		if err != nil {
-			return err
-		}
-		if len(diffs) == 0 {
-			fmt.Fprintf(env.Out, "%s: matches raw events\n", args[1])
-			return nil
-		}
-		for _, d := range diffs {
-			fmt.Fprintln(env.Out, d)
-		}
-		return fmt.Errorf("%s: %d differences from raw events", args[1], len(diffs))
+		return i.CSV(env.Out)
 	}
-	return errors.New("usage: venna invoice run [--period YYYY-MM] | show --workspace ID [INVOICE_ID] | finalize|void --workspace ID INVOICE_ID | export --workspace ID [--format csv|html|json] INVOICE_ID | reconcile --workspace ID INVOICE_ID")
+	// reconcile
+	diffs, err := inv.Reconcile(ctx, workspace, args[0])
+	if err != nil {
+		return err
+	}
+	if len(diffs) == 0 {
+		fmt.Fprintf(env.Out, "%s: matches raw events\n", args[0])
+		return nil
+	}
+	for _, d := range diffs {
+		fmt.Fprintln(env.Out, d)
+	}
+	return fmt.Errorf("%s: %d differences from raw events", args[0], len(diffs))
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -39,8 +40,10 @@ func TestFlagsDefaultToEnvironment(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var cfg Config
-			fs := newFlagSet("test")
-			cfg.bind(fs)
+			fs, _, bad := lookup("ingest").flagSet(&cfg)
+			if len(bad) > 0 {
+				t.Fatal(bad)
+			}
 			if err := fs.Parse(c.args); err != nil {
 				t.Fatal(err)
 			}
@@ -51,36 +54,43 @@ func TestFlagsDefaultToEnvironment(t *testing.T) {
 	}
 }
 
-func TestUnknownCommandAndBadFlagFail(t *testing.T) {
-	var out strings.Builder
-	if err := run(t.Context(), []string{"nope"}, &out); err == nil {
-		t.Error("unknown command accepted")
-	}
-	if err := run(t.Context(), []string{"migrate", "--ingest-batch-size", "many"}, &out); err == nil {
-		t.Error("non-numeric flag accepted")
-	}
-	if err := run(t.Context(), []string{"migrate", "--log-level", "loud"}, &out); err == nil {
-		t.Error("bad log level accepted")
-	}
-}
-
-// -h must never print a secret taken from the environment.
+// -h must never print a secret taken from the environment, and the secret must still be
+// the setting's value.
 func TestHelpDoesNotPrintSecrets(t *testing.T) {
-	t.Setenv("VENNA_ADMIN_TOKEN", "admin-secret-0123456789")
-	t.Setenv("VENNA_CLICKHOUSE_PASSWORD", "ch-secret-pw")
-	var cfg Config
-	fs := newFlagSet("test")
-	var help strings.Builder
-	fs.SetOutput(&help)
-	cfg.bind(fs)
-	fs.PrintDefaults()
-	if strings.Contains(help.String(), "admin-secret") || strings.Contains(help.String(), "ch-secret") {
-		t.Errorf("help shows a secret:\n%s", help.String())
+	secrets := map[string]string{"VENNA_ADMIN_TOKEN": "admin-secret-0123456789", "VENNA_CLICKHOUSE_PASSWORD": "ch-secret-pw",
+		"VENNA_REDIS_PASSWORD": "redis-secret-pw", "VENNA_SIM_API_KEY": "sim-secret-key"}
+	for env, v := range secrets {
+		t.Setenv(env, v)
 	}
-	if err := fs.Parse(nil); err != nil {
-		t.Fatal(err)
-	}
-	if cfg.AdminToken != "admin-secret-0123456789" || cfg.ClickHouse.Password != "ch-secret-pw" {
-		t.Errorf("secrets from the environment not applied: %q %q", cfg.AdminToken, cfg.ClickHouse.Password)
+	for _, name := range []string{"all", "api", "gateway", "key", "sim-upstream"} {
+		t.Run(name, func(t *testing.T) {
+			var out strings.Builder
+			if code := runMain(t.Context(), []string{name, "-h"}, &out, io.Discard); code != 0 {
+				t.Fatalf("venna %s -h exited %d", name, code)
+			}
+			for _, v := range secrets {
+				if strings.Contains(out.String(), v) {
+					t.Errorf("venna %s -h shows the secret %q:\n%s", name, v, out.String())
+				}
+			}
+			var cfg Config
+			fs, _, bad := lookup(name).flagSet(&cfg)
+			if len(bad) > 0 {
+				t.Fatal(bad)
+			}
+			if err := fs.Parse(nil); err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]string{"VENNA_ADMIN_TOKEN": cfg.AdminToken, "VENNA_CLICKHOUSE_PASSWORD": cfg.ClickHouse.Password,
+				"VENNA_REDIS_PASSWORD": cfg.RedisPassword, "VENNA_SIM_API_KEY": cfg.SimAPIKey}
+			for env, v := range got {
+				if v != "" && v != secrets[env] {
+					t.Errorf("%s = %q, want the environment's %q", env, v, secrets[env])
+				}
+			}
+			if name == "all" && (cfg.AdminToken != secrets["VENNA_ADMIN_TOKEN"] || cfg.ClickHouse.Password != secrets["VENNA_CLICKHOUSE_PASSWORD"]) {
+				t.Errorf("secrets from the environment not applied: %q %q", cfg.AdminToken, cfg.ClickHouse.Password)
+			}
+		})
 	}
 }

@@ -29,16 +29,39 @@ var Queries = sqlset.MustParse("cmd/venna", queriesFile)
 
 var countEventsSQL = Queries.Get("count_events")
 
-var demoOpts struct {
-	requests   *int
-	gatewayURL *string
-	apiURL     *string
+func demoCmd() *command {
+	var o demoOpts
+	var requests uint64
+	return &command{
+		name:    "demo",
+		kind:    kindAdmin,
+		summary: "send traffic for two new workspaces, print their usage and invoices",
+		about: "Drives a running stack like customers would: creates two workspaces with a key each, sends\n" +
+			"completions through the gateway, waits for ingest, rolls up and invoices now, then prints each\n" +
+			"workspace's usage and invoice as the REST API returns them, checked against what was sent.",
+		example: []string{"venna demo --requests 50 --gateway-url http://gateway:8080 --api-url http://api:8081"},
+		groups:  []string{"clickhouse", "prices", "invoices", "log"},
+		flags: func(fs *flag.FlagSet) {
+			requests = 150
+			fs.Var(countValue{&requests, 100000}, "requests", "completions the first workspace sends (the second a third more)")
+			// The defaults reach the roles where this environment says they listen.
+			fs.StringVar(&o.gatewayURL, "gateway-url", "http://"+dialAddr(envDefault("VENNA_GATEWAY_ADDR")), "gateway base `URL` (default from VENNA_GATEWAY_ADDR)")
+			fs.StringVar(&o.apiURL, "api-url", "http://"+dialAddr(envDefault("VENNA_API_ADDR")), "REST API base `URL` (default from VENNA_API_ADDR)")
+		},
+		forms: []form{{opts: "[--requests N] [--gateway-url URL] [--api-url URL]", flags: []string{"requests", "gateway-url", "api-url"}}},
+		run: func(ctx context.Context, env *Env, _ string, _ []string) error {
+			o.requests = int(requests)
+			if err := env.Config.invoiceConfig().Validate(); err != nil {
+				return invalid(err)
+			}
+			return runDemo(ctx, env, o)
+		},
+	}
 }
 
-func demoFlags(fs *flag.FlagSet) {
-	demoOpts.requests = fs.Int("requests", 150, "completions per workspace")
-	demoOpts.gatewayURL = fs.String("gateway-url", "", "gateway base URL (default: http://<gateway-addr>)")
-	demoOpts.apiURL = fs.String("api-url", "", "API base URL (default: http://<api-addr>)")
+type demoOpts struct {
+	requests           int
+	gatewayURL, apiURL string
 }
 
 type demoWorkspace struct {
@@ -49,15 +72,8 @@ type demoWorkspace struct {
 
 // runDemo drives a running stack like a customer would: two workspaces send completions
 // through the gateway, then each reads its usage and invoice from the API.
-func runDemo(ctx context.Context, env *Env, _ []string) error {
-	gw := *demoOpts.gatewayURL
-	if gw == "" {
-		gw = "http://" + env.Config.GatewayAddr
-	}
-	apiURL := *demoOpts.apiURL
-	if apiURL == "" {
-		apiURL = "http://" + env.Config.APIAddr
-	}
+func runDemo(ctx context.Context, env *Env, o demoOpts) error {
+	gw, apiURL := strings.TrimSuffix(o.gatewayURL, "/"), strings.TrimSuffix(o.apiURL, "/")
 	conn, err := openDB(ctx, env)
 	if err != nil {
 		return err
@@ -90,7 +106,7 @@ func runDemo(ctx context.Context, env *Env, _ []string) error {
 	var mu sync.Mutex
 	var failures []error
 	for wi, d := range wss {
-		n := *demoOpts.requests + wi*(*demoOpts.requests)/3 // the workspaces differ in volume
+		n := o.requests + wi*o.requests/3 // the workspaces differ in volume
 		jobs := make(chan int)
 		for range 8 {
 			wg.Add(1)

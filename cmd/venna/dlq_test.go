@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -33,16 +34,33 @@ func TestDLQRedriveCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var out strings.Builder
-	if err := run(ctx, []string{"dlq", "redrive", "--limit", "2", "--kafka-brokers", strings.Join(brokers, ","), "--kafka-topic", topic}, &out); err != nil {
-		t.Fatal(err)
+	// Twice: a redrive leaves the DLQ as it was, and it shows progress only on a terminal.
+	cases := []struct {
+		name     string
+		terminal bool
+		stderr   string
+	}{
+		{"terminal", true, "\rre-driven 1 event (read 2 of 2 dead letters)\n"},
+		{"not a terminal", false, ""},
 	}
-	var res ingest.RedriveResult
-	if err := json.Unmarshal([]byte(out.String()), &res); err != nil {
-		t.Fatalf("output %q: %v", out.String(), err)
-	}
-	if res.Read != 2 || res.Redriven != 1 || res.StillBad != 1 {
-		t.Errorf("venna dlq redrive --limit 2 printed %s, want 2 read, 1 redriven, 1 still bad", out.String())
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var out, errs strings.Builder
+			args := []string{"dlq", "redrive", "--limit", "2", "--kafka-brokers", strings.Join(brokers, ","), "--kafka-topic", topic, "--log-level", "error"}
+			if err := runWith(ctx, args, streams{Out: &out, Err: &errs, Terminal: c.terminal}); err != nil {
+				t.Fatal(err)
+			}
+			var res ingest.RedriveResult
+			if err := json.Unmarshal([]byte(out.String()), &res); err != nil {
+				t.Fatalf("output %q: %v", out.String(), err)
+			}
+			if res.Read != 2 || res.Redriven != 1 || res.StillBad != 1 {
+				t.Errorf("venna dlq redrive --limit 2 printed %s, want 2 read, 1 redriven, 1 still bad", out.String())
+			}
+			if errs.String() != c.stderr {
+				t.Errorf("stderr %q, want %q", errs.String(), c.stderr)
+			}
+		})
 	}
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: 0, MaxWait: 100 * time.Millisecond})
 	defer r.Close()
@@ -53,7 +71,7 @@ func TestDLQRedriveCommand(t *testing.T) {
 	if string(m.Value) != good || string(m.Key) != "ws_a" {
 		t.Errorf("usage topic got %q (key %q), want the redriven event", m.Value, m.Key)
 	}
-	if err := run(ctx, []string{"dlq", "nope", "--kafka-brokers", strings.Join(brokers, ",")}, &out); err == nil {
-		t.Error("unknown dlq subcommand accepted")
+	if err := run(ctx, []string{"dlq", "nope", "--kafka-brokers", strings.Join(brokers, ",")}, io.Discard); exitCode(err) != exitUsage {
+		t.Errorf("unknown dlq subcommand: %v, want a usage error", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/venna/metering/aggregate"
 	"github.com/venna/metering/internal/testenv"
 	"github.com/venna/metering/invoice"
 	"github.com/venna/metering/schema"
@@ -51,5 +52,55 @@ func TestInvoiceCommands(t *testing.T) {
 	}
 	if _, err := venna("invoice", "export", "--workspace", "ws_cli", "--format", "pdf", id); err == nil {
 		t.Error("an unknown export format was accepted")
+	}
+}
+
+// `venna invoice run` shows how far it has got on a terminal ("invoiced 2 of 2
+// workspaces"), and writes nothing but its results when stderr is not a terminal.
+func TestInvoiceRunProgress(t *testing.T) {
+	cfg, conn := testenv.ClickHouse(t)
+	lastMonth, _ := invoice.Month(time.Now().UTC().AddDate(0, -1, 0))
+	var evs []schema.UsageEvent
+	for i, ws := range []string{"ws_progress_a", "ws_progress_b"} {
+		evs = append(evs, schema.UsageEvent{SchemaVersion: 1, EventID: fmt.Sprintf("progress-%d", i), OccurredAt: lastMonth.Add(36 * time.Hour),
+			WorkspaceID: ws, APIKeyID: "key_progress", Model: "venna-1", Status: schema.StatusOK, HTTPStatus: 200,
+			PromptTokens: 1000, CompletionTokens: 500, TotalTokens: 1500})
+	}
+	testenv.InsertEvents(t, conn, cfg.Database, evs)
+	agg, err := aggregate.New(aggregate.Config{Database: cfg.Database}, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agg.Run(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// A long grace keeps the invoices drafts, so that every run rewrites both.
+	args := []string{"invoice", "run", "--period", lastMonth.Format("2006-01"), "--clickhouse-addr", cfg.Addr, "--clickhouse-database", cfg.Database,
+		"--prices-file", "../../deploy/prices.yaml", "--log-level", "error", "--invoice-grace", "2000h"}
+	cases := []struct {
+		name     string
+		terminal bool
+		stderr   string // "" : nothing at all
+	}{
+		{"terminal", true, "\rinvoiced 2 of 2 workspaces"},
+		{"not a terminal", false, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var out, errs strings.Builder
+			if err := runWith(t.Context(), args, streams{Out: &out, Err: &errs, Terminal: c.terminal}); err != nil {
+				t.Fatalf("invoice run: %v\n%s", err, errs.String())
+			}
+			if strings.Count(out.String(), "ws_progress_") != 2 {
+				t.Errorf("stdout lacks the two invoices:\n%s", out.String())
+			}
+			switch {
+			case c.stderr == "" && errs.Len() > 0:
+				t.Errorf("stderr %q, want nothing off a terminal", errs.String())
+			case c.stderr != "" && (!strings.Contains(errs.String(), c.stderr) || !strings.HasSuffix(errs.String(), "\n") ||
+				!strings.HasPrefix(errs.String(), "\rinvoicing "+lastMonth.Format("2006-01"))):
+				t.Errorf("stderr %q, want the progress up to %q, then a newline", errs.String(), c.stderr)
+			}
+		})
 	}
 }

@@ -1,6 +1,10 @@
 // Command venna runs the roles of Venna metering: the gateway, the ingest consumer, the
 // aggregator (rollups and invoices on a cron schedule) and the REST API, separately or all
 // in one process, plus the admin commands around them.
+//
+// Exit status: 0 when the command did its work (or printed the help asked for), 1 when the
+// work failed, 2 for a usage error — an unknown command, flag or subcommand, a bad or
+// missing flag value — found before anything was connected to.
 package main
 
 import (
@@ -12,162 +16,262 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 )
 
-const usage = `venna — usage metering and billing for an OpenAI-compatible LLM gateway
+// Exit statuses; exitCode is the one place an outcome becomes one.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
 
-Usage: venna <command> [flags]
+// usageError is a mistake in the command line or in the configuration, found before any
+// connection was made: venna prints it with the command's usage and exits 2, so that a
+// script can tell "you called me wrong" from "the work failed" (exit 1).
+type usageError struct{ err error }
 
-Roles (run until SIGINT/SIGTERM, then drain):
-  gateway        POST /v1/chat/completions → upstream; usage events → Kafka
-  ingest         Kafka → ClickHouse consumer (one member of the consumer group)
-  aggregate      cron: hourly rollups and invoices
-  api            REST API: /v1/usage, /v1/invoices
-  all            every role above in one process (single machine)
-  sim-upstream   the simulated OpenAI-compatible upstream (demo and tests)
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
 
-Admin:
-  migrate                          create/upgrade the ClickHouse schema, the Kafka topic, the price book
-  workspace create --name N [--id ID]
-  workspace list
-  key create --workspace ID [--name N]   prints the secret once
-  key list --workspace ID
-  key revoke KEY_ID
-  invoice run [--period YYYY-MM]   compute (or finalize) invoices for a month
-  invoice show --workspace ID [INVOICE_ID]
-  invoice finalize|void --workspace ID INVOICE_ID
-  invoice export --workspace ID [--format csv|html|json] INVOICE_ID
-  invoice reconcile --workspace ID INVOICE_ID
-  budget set --workspace ID [--key KEY_ID] --monthly-usd N [--thresholds 50,80,100] [--hard]
-  budget clear --workspace ID [--key KEY_ID]
-  budget show --workspace ID       the month so far against budgets and limits, and its alerts
-  ratelimit set --workspace ID [--key KEY_ID] [--rpm N] [--tpm N]
-  credit grant --workspace ID --amount-usd N [--effective-from T] [--expires-at T] [--priority N] [--reason R]
-  credit balance --workspace ID    each grant: used, remaining
-  credit void --workspace ID GRANT_ID
-  credit prepaid --workspace ID on|off   refuse completions once credits are used up
-  dlq redrive [--limit N]          put dead-lettered events that now validate back on the usage topic
-  demo [--requests N]              send traffic for two new workspaces, print usage and invoices
-  config-table                     print the configuration reference (Markdown)
+func usagef(format string, args ...any) error { return &usageError{fmt.Errorf(format, args...)} }
 
-Every command takes the flags below; each defaults to its environment variable.
-Run 'venna <command> -h' to list them.
-`
+// invalid marks err, a configuration a component refused, as a usage error.
+func invalid(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &usageError{err}
+}
 
-func fatalf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "venna: "+format+"\n", args...)
-	os.Exit(2)
+// exitCode is the exit status of a command that returned err.
+func exitCode(err error) int {
+	var u *usageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return exitOK
+	case errors.As(err, &u):
+		return exitUsage
+	}
+	return exitFailure
 }
 
 func main() {
-	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
-		fmt.Fprint(os.Stdout, usage)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := runMain(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// runMain runs venna with args, reports a failure on stderr and returns the exit status.
+func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	err := runWith(ctx, args, streams{Out: stdout, Err: stderr, Terminal: isTerminal(stderr)})
+	code := exitCode(err)
+	switch code {
+	case exitFailure:
+		fmt.Fprintf(stderr, "venna: %v\n", err)
+	case exitUsage:
+		printUsageError(stderr, args, err)
+	}
+	return code
+}
+
+// printUsageError shows what was wrong and how the command is called: its usage lines
+// when the command is known, every command's otherwise.
+func printUsageError(w io.Writer, args []string, err error) {
+	var cmd *command
+	if len(args) > 0 {
+		cmd = lookup(args[0])
+	}
+	if cmd == nil {
+		fmt.Fprintf(w, "venna: %v\n\n%s", err, overview())
 		return
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return
+	fmt.Fprintf(w, "venna %s: %v\nUsage:\n", cmd.name, err)
+	for _, l := range cmd.usageLines() {
+		fmt.Fprintf(w, "  %s\n", l)
+	}
+	fmt.Fprintf(w, "Run 'venna %s -h' for its flags and an example.\n", cmd.name)
+}
+
+// streams are where a command writes: results and asked-for help to Out; logs and
+// progress to Err, progress only when Err is a terminal (a person watching).
+type streams struct {
+	Out, Err io.Writer
+	Terminal bool
+}
+
+// run runs venna with args, writing results to out; tests call it.
+func run(ctx context.Context, args []string, out io.Writer) error {
+	return runWith(ctx, args, streams{Out: out, Err: os.Stderr})
+}
+
+func runWith(ctx context.Context, args []string, st streams) error {
+	if len(args) == 0 {
+		return usagef("no command given")
+	}
+	switch name := args[0]; name {
+	case "-h", "-help", "--help":
+		fmt.Fprint(st.Out, overview())
+		return nil
+	case "help":
+		return runHelp(st, args[1:])
+	default:
+		cmd := lookup(name)
+		if cmd == nil {
+			return usagef("unknown command %q", name)
 		}
-		fmt.Fprintf(os.Stderr, "venna: %v\n", err)
-		os.Exit(1)
+		return cmd.execute(ctx, args[1:], st)
 	}
 }
 
-// command is a subcommand's body: it gets the parsed config and the remaining arguments.
-type command func(ctx context.Context, env *Env, args []string) error
+// runHelp is `venna help [COMMAND]`.
+func runHelp(st streams, args []string) error {
+	switch {
+	case len(args) == 0:
+		fmt.Fprint(st.Out, overview())
+		return nil
+	case len(args) > 1:
+		return usagef("help: want at most one command, got %q", args)
+	}
+	cmd := lookup(args[0])
+	if cmd == nil {
+		return usagef("help: unknown command %q", args[0])
+	}
+	var cfg Config
+	fs, _, _ := cmd.flagSet(&cfg)
+	cmd.help(st.Out, fs)
+	return nil
+}
 
-// Env is what every command gets: the config and the logger.
+// Env is what every command gets: the config, the logger and where to write.
 type Env struct {
 	Config Config
 	Log    *slog.Logger
-	Out    io.Writer
-	Flags  *flag.FlagSet
+	Out    io.Writer // results
+	Err    io.Writer // logs, progress
+	// Progress is shown on Err when it is a terminal, nowhere otherwise.
+	Progress *progress
+	given    map[string]bool // flags given on the command line
 }
 
-func commands() map[string]struct {
-	run   command
-	extra func(fs *flag.FlagSet) // command-specific flags
-} {
-	type entry = struct {
-		run   command
-		extra func(fs *flag.FlagSet)
+// execute parses args against the command's flags, picks its form, checks everything
+// that can be checked without a connection, then runs it.
+func (c *command) execute(ctx context.Context, args []string, st streams) error {
+	env := &Env{Out: st.Out, Err: st.Err, Progress: newProgress(st.Err, st.Terminal)}
+	fs, own, bad := c.flagSet(&env.Config)
+	pos, err := parseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		c.help(st.Out, fs)
+		return flag.ErrHelp
 	}
-	return map[string]entry{
-		"gateway":      {run: runGateway},
-		"ingest":       {run: runIngest},
-		"aggregate":    {run: runAggregate, extra: aggregateFlags},
-		"api":          {run: runAPI},
-		"all":          {run: runAll, extra: allFlags},
-		"sim-upstream": {run: runSim},
-		"migrate":      {run: runMigrate},
-		"dlq":          {run: runDLQ, extra: dlqFlags},
-		"workspace":    {run: runWorkspace, extra: workspaceFlags},
-		"key":          {run: runKey, extra: keyFlags},
-		"invoice":      {run: runInvoice, extra: invoiceFlags},
-		"budget":       {run: runBudget, extra: budgetFlags},
-		"ratelimit":    {run: runRateLimit, extra: rateLimitFlags},
-		"credit":       {run: runCredit, extra: creditCmdFlags},
-		"demo":         {run: runDemo, extra: demoFlags},
-		"config-table": {run: func(_ context.Context, env *Env, _ []string) error { fmt.Fprint(env.Out, configTable()); return nil }},
+	if err != nil {
+		return &usageError{err}
 	}
-}
-
-func run(ctx context.Context, args []string, out io.Writer) error {
-	name := args[0]
-	cmd, ok := commands()[name]
-	if !ok {
-		return fmt.Errorf("unknown command %q (venna --help lists them)", name)
+	env.given = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { env.given[f.Name] = true })
+	for _, name := range sortedKeys(bad) {
+		if !env.given[name] { // an environment variable its flag would refuse, and no flag
+			return &usageError{bad[name]}
+		}
 	}
-	env := &Env{Out: out}
-	fs := newFlagSet(name)
-	env.Config.bind(fs)
-	if cmd.extra != nil {
-		cmd.extra(fs)
-	}
-	// Flags may come before or after positional arguments: "key revoke KEY --x".
-	rest, err := parseInterspersed(fs, args[1:])
+	sub, rest, err := c.pick(fs, own, pos)
 	if err != nil {
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(env.Config.LogLevel)); err != nil {
-		return fmt.Errorf("log-level %q: want debug, info, warn or error", env.Config.LogLevel)
+	if c.takes("clickhouse") {
+		if err := env.Config.ClickHouse.Validate(); err != nil {
+			return invalid(err)
+		}
 	}
-	env.Log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("role", name)
-	env.Flags = fs
-	return cmd.run(ctx, env, rest)
+	env.Log = slog.New(slog.DiscardHandler)
+	if c.takes("log") {
+		var level slog.Level
+		level.UnmarshalText([]byte(env.Config.LogLevel)) // checked by the flag
+		env.Log = slog.New(slog.NewJSONHandler(st.Err, &slog.HandlerOptions{Level: level})).With("role", c.name)
+	}
+	return c.run(ctx, env, sub, rest)
 }
 
-func newFlagSet(name string) *flag.FlagSet {
-	fs := flag.NewFlagSet("venna "+name, flag.ContinueOnError)
-	fs.SetOutput(os.Stderr)
-	return fs
+// flagSet is the command's flags: its own, then the settings of its groups. own names
+// its own; bad, the settings whose environment variable holds a value their flag refuses
+// (Config.bind).
+func (c *command) flagSet(cfg *Config) (fs *flag.FlagSet, own map[string]bool, bad map[string]error) {
+	fs = flag.NewFlagSet("venna "+c.name, flag.ContinueOnError)
+	// execute prints help and errors itself: to stdout when asked for, with the usage
+	// lines on stderr when something is wrong.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	if c.flags != nil {
+		c.flags(fs)
+	}
+	own = map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { own[f.Name] = true })
+	return fs, own, cfg.bind(fs, c.groups...)
 }
 
+// parseInterspersed parses flags before, between and after positional arguments
+// ("key revoke KEY --log-level debug"); everything after "--" is positional.
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	var positional []string
 	for {
 		if err := fs.Parse(args); err != nil {
 			return nil, err
 		}
-		args = fs.Args()
-		if len(args) == 0 {
+		rest := fs.Args()
+		if len(rest) == 0 {
 			return positional, nil
 		}
-		if args[0] == "--" {
-			return append(positional, args[1:]...), nil
+		// Parse stops at the first non-flag argument, or just after a "--", which it drops.
+		if i := len(args) - len(rest); i > 0 && args[i-1] == "--" {
+			return append(positional, rest...), nil
 		}
-		positional = append(positional, args[0])
-		args = args[1:]
-		if len(args) == 0 || !strings.HasPrefix(args[0], "-") {
-			for len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-				positional = append(positional, args[0])
-				args = args[1:]
-			}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+}
+
+// pick finds the form args call — the subcommand, for a command that has them — and
+// checks its flags and arguments: sub is the subcommand, rest the arguments after it.
+func (c *command) pick(fs *flag.FlagSet, own map[string]bool, pos []string) (sub string, rest []string, err error) {
+	f, rest := c.forms[0], pos
+	if subs := c.subs(); len(subs) > 0 {
+		if len(pos) == 0 {
+			return "", nil, usagef("missing subcommand: want %s", orList(subs))
+		}
+		var ok bool
+		if f, ok = c.form(pos[0]); !ok {
+			return "", nil, usagef("unknown subcommand %q: want %s", pos[0], orList(subs))
+		}
+		rest = pos[1:]
+	}
+	// printUsageError puts "venna <command>: " before these; the subcommand is said here.
+	what := ""
+	if f.sub != "" {
+		what = f.sub + ": "
+	}
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	for _, name := range sortedKeys(set) {
+		if own[name] && !contains(f.flags, name) {
+			return "", nil, usagef("%s does not take --%s", f.sub, name)
 		}
 	}
+	for _, name := range f.need {
+		if !set[name] {
+			return "", nil, usagef("%s--%s is required", what, name)
+		}
+	}
+	switch {
+	case len(rest) < f.min:
+		return "", nil, usagef("%smissing %s", what, f.args)
+	case len(rest) > f.max:
+		return "", nil, usagef("%sunexpected argument %q", what, rest[f.max])
+	}
+	if f.check != nil {
+		if err := f.check(rest); err != nil {
+			return "", nil, usagef("%s%v", what, err)
+		}
+	}
+	return f.sub, rest, nil
 }

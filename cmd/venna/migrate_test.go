@@ -85,8 +85,10 @@ func TestTopicConfigs(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var cfg Config
-			fs := newFlagSet("test")
-			cfg.bind(fs)
+			fs, _, bad := lookup("migrate").flagSet(&cfg)
+			if len(bad) > 0 {
+				t.Fatal(bad)
+			}
 			if err := fs.Parse(c.args); err != nil {
 				t.Fatal(err)
 			}

@@ -75,14 +75,7 @@ func newLimiter(ctx context.Context, env *Env, conn driver.Conn) (*spend.Limiter
 	if err != nil {
 		return nil, err
 	}
-	cfg := spend.LimiterConfig{Refresh: c.SpendRefresh, SyncInterval: c.SpendSync}
-	switch c.LimitsFail {
-	case "open":
-	case "closed":
-		cfg.FailClosed = true
-	default:
-		return nil, fmt.Errorf("limits-on-failure (VENNA_LIMITS_ON_FAILURE) is %q: use open or closed", c.LimitsFail)
-	}
+	cfg := c.limiterConfig()
 	if c.RedisAddr != "" {
 		rdb := redis.NewClient(&redis.Options{Addr: c.RedisAddr, Password: c.RedisPassword,
 			DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second})
@@ -91,7 +84,7 @@ func newLimiter(ctx context.Context, env *Env, conn driver.Conn) (*spend.Limiter
 		cfg.Shared = spend.NewRedisShared(rdb, c.ClickHouse.Database, id, max(3*c.SpendSync, time.Second))
 	}
 	// Prepaid workspaces are stopped when their credits, as invoices apply them, run out.
-	credits, err := invoice.New(invoice.Config{Database: c.ClickHouse.Database, Grace: c.InvoiceGrace}, conn, prices)
+	credits, err := invoice.New(c.invoiceConfig(), conn, prices)
 	if err != nil {
 		return nil, err
 	}
@@ -104,11 +97,46 @@ func newLimiter(ctx context.Context, env *Env, conn driver.Conn) (*spend.Limiter
 	return l, nil
 }
 
-func runGateway(ctx context.Context, env *Env, _ []string) error {
+// limiterConfig is the gateway's spend limiter configuration, without its stores.
+func (c *Config) limiterConfig() spend.LimiterConfig {
+	return spend.LimiterConfig{Refresh: c.SpendRefresh, SyncInterval: c.SpendSync, FailClosed: c.LimitsFail == "closed"}
+}
+
+func (c *Config) invoiceConfig() invoice.Config {
+	return invoice.Config{Database: c.ClickHouse.Database, Grace: c.InvoiceGrace}
+}
+
+func gatewayCmd() *command {
+	return &command{
+		name:    "gateway",
+		kind:    kindRole,
+		summary: "POST /v1/chat/completions → upstream; usage events → Kafka",
+		about: "Serves the OpenAI-compatible POST /v1/chat/completions and GET /v1/models to holders of API keys,\n" +
+			"routes each model to its upstream, enforces budgets and rate limits, and writes a usage event per\n" +
+			"request to its spool and on to Kafka. /healthz, /readyz and /metrics are on the same address.",
+		example: []string{"VENNA_CLICKHOUSE_ADDR=clickhouse:9000 VENNA_KAFKA_BROKERS=kafka:9092 venna gateway --gateway-addr 0.0.0.0:8080"},
+		groups:  []string{"clickhouse", "kafka", "gateway", "keys", "prices", "invoices", "spool", "limits", "redis", "log"},
+		run:     role(runGateway),
+	}
+}
+
+// role adapts a role, which takes no subcommand and no arguments, to a command body.
+func role(f func(context.Context, *Env) error) func(context.Context, *Env, string, []string) error {
+	return func(ctx context.Context, env *Env, _ string, _ []string) error { return f(ctx, env) }
+}
+
+func runGateway(ctx context.Context, env *Env) error {
 	c := env.Config
 	routes, err := gateway.LoadRoutes(c.RoutesFile)
 	if err != nil {
 		return err
+	}
+	pcfg := gateway.ProducerConfig{Brokers: c.brokers(), Topic: c.KafkaTopic,
+		Spool: gateway.SpoolConfig{Dir: c.SpoolDir, MaxBytes: c.SpoolMaxBytes, SyncInterval: c.SpoolSync}}
+	gcfg := gateway.Config{Routes: routes, UpstreamTimeout: c.UpstreamTimeout}
+	// Everything that can be checked is, before the first connection.
+	if err := errors.Join(pcfg.Validate(), gcfg.Validate(), c.invoiceConfig().Validate(), c.limiterConfig().Validate()); err != nil {
+		return invalid(err)
 	}
 	conn, err := openDB(ctx, env)
 	if err != nil {
@@ -119,12 +147,11 @@ func runGateway(ctx context.Context, env *Env, _ []string) error {
 	if err != nil {
 		return err
 	}
-	prod, err := gateway.NewProducer(gateway.ProducerConfig{Brokers: c.brokers(), Topic: c.KafkaTopic,
-		Spool: gateway.SpoolConfig{Dir: c.SpoolDir, MaxBytes: c.SpoolMaxBytes, SyncInterval: c.SpoolSync}}, env.Log)
+	prod, err := gateway.NewProducer(pcfg, env.Log)
 	if err != nil {
 		return err
 	}
-	gw, err := gateway.New(gateway.Config{Routes: routes, UpstreamTimeout: c.UpstreamTimeout}, auth, prod, env.Log)
+	gw, err := gateway.New(gcfg, auth, prod, env.Log)
 	if err != nil {
 		return err
 	}
@@ -159,17 +186,35 @@ func runGateway(ctx context.Context, env *Env, _ []string) error {
 	return errors.Join(serveErr, prod.Close(drainCtx))
 }
 
-func runIngest(ctx context.Context, env *Env, _ []string) error {
+func ingestCmd() *command {
+	return &command{
+		name:    "ingest",
+		kind:    kindRole,
+		summary: "Kafka → ClickHouse consumer (one member of the consumer group)",
+		about: "Consumes usage events from Kafka as one member of the consumer group and inserts them into\n" +
+			"ClickHouse in batches; invalid events go to the dead-letter topic. /healthz, /readyz and\n" +
+			"/metrics are on --ingest-metrics-addr.",
+		example: []string{"venna ingest --kafka-brokers kafka:9092 --ingest-metrics-addr 0.0.0.0:9101"},
+		groups:  []string{"clickhouse", "kafka", "dlq", "ingest", "log"},
+		run:     role(runIngest),
+	}
+}
+
+func runIngest(ctx context.Context, env *Env) error {
 	c := env.Config
+	cfg := ingest.Config{
+		Brokers: c.brokers(), Topic: c.KafkaTopic, GroupID: c.IngestGroup, Database: c.ClickHouse.Database,
+		BatchSize: c.IngestBatchSize, FlushInterval: c.IngestFlushInterval, DLQTopic: c.dlqTopic(),
+	}
+	if err := cfg.Validate(); err != nil {
+		return invalid(err)
+	}
 	conn, err := openDB(ctx, env)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	cons, err := ingest.New(ingest.Config{
-		Brokers: c.brokers(), Topic: c.KafkaTopic, GroupID: c.IngestGroup, Database: c.ClickHouse.Database,
-		BatchSize: c.IngestBatchSize, FlushInterval: c.IngestFlushInterval, DLQTopic: c.dlqTopic(),
-	}, conn, env.Log)
+	cons, err := ingest.New(cfg, conn, env.Log)
 	if err != nil {
 		return err
 	}
@@ -177,10 +222,24 @@ func runIngest(ctx context.Context, env *Env, _ []string) error {
 	return withOps(ctx, env, "ingest-metrics", c.IngestMetricsAddr, cons.Handler(), cons.Run)
 }
 
-var aggregateOnce *bool
-
-func aggregateFlags(fs *flag.FlagSet) {
-	aggregateOnce = fs.Bool("once", false, "run the rollup and the invoice job once, then exit")
+func aggregateCmd() *command {
+	var once bool
+	return &command{
+		name:    "aggregate",
+		kind:    kindRole,
+		summary: "cron: hourly rollups, invoices and budget alerts (--once: now)",
+		about: "Rolls raw usage up by hour and day, computes the current and previous month's invoices\n" +
+			"(finalizing a month once its grace period is over) and raises budget alerts, each on its cron\n" +
+			"schedule; --once runs them once and exits. /healthz, /readyz and /metrics are on\n" +
+			"--aggregate-metrics-addr.",
+		example: []string{"venna aggregate --invoice-schedule '@every 10m'", "venna aggregate --once"},
+		groups:  []string{"clickhouse", "prices", "invoices", "aggregate", "log"},
+		flags: func(fs *flag.FlagSet) {
+			fs.BoolVar(&once, "once", false, "run the rollup, the invoice job and the budget alerts once, then exit")
+		},
+		forms: []form{{opts: "[--once]", flags: []string{"once"}}},
+		run:   func(ctx context.Context, env *Env, _ string, _ []string) error { return runAggregate(ctx, env, once) },
+	}
 }
 
 // jobs are the aggregator's scheduled jobs.
@@ -209,7 +268,7 @@ func newJobs(ctx context.Context, env *Env, conn driver.Conn) (*jobs, error) {
 	if err := prices.Sync(ctx, conn, c.ClickHouse.Database); err != nil {
 		return nil, err
 	}
-	inv, err := invoice.New(invoice.Config{Database: c.ClickHouse.Database, Grace: c.InvoiceGrace}, conn, prices)
+	inv, err := invoice.New(c.invoiceConfig(), conn, prices)
 	if err != nil {
 		return nil, err
 	}
@@ -277,7 +336,11 @@ func (j *jobs) budgetAlerts(ctx context.Context) (err error) {
 	return nil
 }
 
-func runAggregate(ctx context.Context, env *Env, _ []string) error {
+func runAggregate(ctx context.Context, env *Env, once bool) error {
+	c := env.Config
+	if err := errors.Join((aggregate.Config{Database: c.ClickHouse.Database}).Validate(), c.invoiceConfig().Validate()); err != nil {
+		return invalid(err)
+	}
 	conn, err := openDB(ctx, env)
 	if err != nil {
 		return err
@@ -287,7 +350,7 @@ func runAggregate(ctx context.Context, env *Env, _ []string) error {
 	if err != nil {
 		return err
 	}
-	if aggregateOnce != nil && *aggregateOnce {
+	if once {
 		return errors.Join(j.rollup(ctx), j.invoices(ctx), j.budgetAlerts(ctx))
 	}
 	j.metrics = newJobMetrics()
@@ -314,8 +377,25 @@ func (j *jobs) schedule(ctx context.Context) error {
 	return nil
 }
 
-func runAPI(ctx context.Context, env *Env, _ []string) error {
+func apiCmd() *command {
+	return &command{
+		name:    "api",
+		kind:    kindRole,
+		summary: "REST API: /v1/usage, /v1/invoices, /v1/spend, /v1/credits, admin API",
+		about: "Serves the REST read side to holders of API keys — usage, invoices, spend and credits — and,\n" +
+			"with --admin-token, the admin API under /v1/admin/. /openapi.json, /healthz, /readyz and\n" +
+			"/metrics are on the same address.",
+		example: []string{"VENNA_ADMIN_TOKEN=$(openssl rand -hex 16) venna api --api-addr 0.0.0.0:8081"},
+		groups:  []string{"clickhouse", "api", "keys", "prices", "invoices", "log"},
+		run:     role(runAPI),
+	}
+}
+
+func runAPI(ctx context.Context, env *Env) error {
 	c := env.Config
+	if err := errors.Join((api.Config{Database: c.ClickHouse.Database, AdminToken: c.AdminToken}).Validate(), c.invoiceConfig().Validate()); err != nil {
+		return invalid(err)
+	}
 	conn, err := openDB(ctx, env)
 	if err != nil {
 		return err
@@ -329,7 +409,7 @@ func runAPI(ctx context.Context, env *Env, _ []string) error {
 	if err != nil {
 		return err
 	}
-	inv, err := invoice.New(invoice.Config{Database: c.ClickHouse.Database, Grace: c.InvoiceGrace}, conn, prices)
+	inv, err := invoice.New(c.invoiceConfig(), conn, prices)
 	if err != nil {
 		return err
 	}
@@ -342,23 +422,66 @@ func runAPI(ctx context.Context, env *Env, _ []string) error {
 	return serveHTTP(ctx, env, "api", c.APIAddr, srv.Handler())
 }
 
-func runSim(ctx context.Context, env *Env, _ []string) error {
-	s := &simupstream.Server{APIKey: env.Config.SimAPIKey}
-	return serveHTTP(ctx, env, "sim-upstream", env.Config.SimAddr, s.Handler())
+func simCmd() *command {
+	return &command{
+		name:    "sim-upstream",
+		kind:    kindRole,
+		summary: "the simulated OpenAI-compatible upstream (demo and tests)",
+		about: "Serves a simulated OpenAI-compatible upstream — POST /v1/chat/completions with made-up answers\n" +
+			"and realistic usage, GET /v1/models, GET /healthz — for the demo and the tests.",
+		example: []string{"venna sim-upstream --sim-addr 127.0.0.1:18090"},
+		groups:  []string{"sim", "log"},
+		run:     role(runSim),
+	}
 }
 
-var allWithSim *bool
+func runSim(ctx context.Context, env *Env) error {
+	s := &simupstream.Server{APIKey: env.Config.SimAPIKey}
+	// /healthz here rather than in simupstream: it is for probes of the process, like
+	// every role's, not part of the upstream being simulated.
+	mux := http.NewServeMux()
+	mux.Handle("/", s.Handler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	return serveHTTP(ctx, env, "sim-upstream", env.Config.SimAddr, mux)
+}
 
-func allFlags(fs *flag.FlagSet) {
-	allWithSim = fs.Bool("with-sim", false, "also run the simulated upstream")
+func allCmd() *command {
+	var withSim bool
+	return &command{
+		name:    "all",
+		kind:    kindRole,
+		summary: "every role above in one process (single machine)",
+		about: "Runs the gateway, ingest, aggregate and api roles in one process, with the settings of each;\n" +
+			"the first role to fail stops the others. --with-sim adds the simulated upstream.",
+		example: []string{"venna all --with-sim"},
+		groups:  allRoleGroups(),
+		flags: func(fs *flag.FlagSet) {
+			fs.BoolVar(&withSim, "with-sim", false, "also run the simulated upstream")
+		},
+		forms: []form{{opts: "[--with-sim]", flags: []string{"with-sim"}}},
+		run:   func(ctx context.Context, env *Env, _ string, _ []string) error { return runAll(ctx, env, withSim) },
+	}
+}
+
+// allRoleGroups are the groups of every role: all of them but migrate's, which no role
+// reads (`venna all --kafka-partitions 24` creates no topic, so it is refused).
+func allRoleGroups() []string {
+	var out []string
+	for _, g := range groups {
+		if g.name != "migrate" {
+			out = append(out, g.name)
+		}
+	}
+	return out
 }
 
 // runAll runs every role in one process; the first role to fail stops the others.
-func runAll(ctx context.Context, env *Env, _ []string) error {
+func runAll(ctx context.Context, env *Env, withSim bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	roles := map[string]command{"gateway": runGateway, "ingest": runIngest, "aggregate": runAggregate, "api": runAPI}
-	if allWithSim != nil && *allWithSim {
+	roles := map[string]func(context.Context, *Env) error{"gateway": runGateway, "ingest": runIngest,
+		"aggregate": func(ctx context.Context, env *Env) error { return runAggregate(ctx, env, false) }, "api": runAPI}
+	if withSim {
 		roles["sim-upstream"] = runSim
 	}
 	var wg sync.WaitGroup
@@ -369,7 +492,7 @@ func runAll(ctx context.Context, env *Env, _ []string) error {
 			defer wg.Done()
 			renv := *env
 			renv.Log = env.Log.With("role", name)
-			if err := role(ctx, &renv, nil); err != nil {
+			if err := role(ctx, &renv); err != nil {
 				errs <- fmt.Errorf("%s: %w", name, err)
 				cancel()
 			}
@@ -384,8 +507,29 @@ func runAll(ctx context.Context, env *Env, _ []string) error {
 	return errors.Join(all...)
 }
 
-func runMigrate(ctx context.Context, env *Env, _ []string) error {
+func migrateCmd() *command {
+	return &command{
+		name:    "migrate",
+		kind:    kindAdmin,
+		summary: "create or upgrade the ClickHouse schema, the Kafka topics and the price book",
+		about: "Applies the ClickHouse migrations not yet applied (recorded in schema_migrations), creates the\n" +
+			"usage topic and its dead-letter topic if missing, and stores the price book. Safe to run again.",
+		example: []string{"venna migrate --kafka-partitions 24 --kafka-replication 3 --kafka-min-insync-replicas 2"},
+		groups:  []string{"clickhouse", "kafka", "dlq", "migrate", "prices", "log"},
+		run:     role(runMigrate),
+	}
+}
+
+func runMigrate(ctx context.Context, env *Env) error {
 	c := env.Config
+	switch {
+	case c.KafkaPartitions < 1:
+		return usagef("--kafka-partitions %d: want at least 1", c.KafkaPartitions)
+	case c.KafkaReplication < 1:
+		return usagef("--kafka-replication %d: want at least 1", c.KafkaReplication)
+	case c.KafkaMinISR < 0 || c.KafkaRetention < 0:
+		return usagef("--kafka-min-insync-replicas and --kafka-retention must not be negative")
+	}
 	conn, err := openDB(ctx, env)
 	if err != nil {
 		return err
