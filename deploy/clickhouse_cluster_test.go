@@ -2,6 +2,8 @@ package deploy
 
 import (
 	"encoding/xml"
+	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -144,4 +146,77 @@ func TestClickHouseClusterConfig(t *testing.T) {
 			t.Errorf("%s: profiles.default.insert_distributed_sync is not 1: ingest would commit offsets for rows still queued on one server", clusterUsersPath)
 		}
 	})
+}
+
+// TestClusterTestsRunTheDeployLayout holds the cluster the tests run (scripts/cluster.sh,
+// e2e/cluster_test.go) to the deploy material: the same shards and replicas per shard,
+// internal_replication, macros and distributed DDL path as clickhouse/cluster/, the deploy
+// users.d itself, and the Kafka replication and min.insync.replicas of k8s/config.yaml.
+func TestClusterTestsRunTheDeployLayout(t *testing.T) {
+	script := "../scripts/cluster.sh"
+	out, err := exec.Command("bash", script, "config", "ch-2-1").Output()
+	if err != nil {
+		t.Fatalf("%s config: %v", script, err)
+	}
+	var tested xmlNode
+	if err := xml.Unmarshal(out, &tested); err != nil {
+		t.Fatalf("%s config: %v\n%s", script, err, out)
+	}
+	deployed := loadXML(t, clusterConfigPath)
+	m := loadManifests(t)
+	env := m.configMaps["venna-env"].Data
+	name := env["VENNA_CLICKHOUSE_CLUSTER"]
+
+	shape := func(cluster *xmlNode) (shards []int, internal []string) {
+		if cluster == nil {
+			return nil, nil
+		}
+		for _, s := range cluster.Nodes {
+			if s.XMLName.Local != "shard" {
+				continue
+			}
+			n := 0
+			for _, r := range s.Nodes {
+				if r.XMLName.Local == "replica" {
+					n++
+				}
+			}
+			shards = append(shards, n)
+			if ir := s.child("internal_replication"); ir != nil {
+				internal = append(internal, strings.TrimSpace(ir.Text))
+			} else {
+				internal = append(internal, "")
+			}
+		}
+		return shards, internal
+	}
+	ds, di := shape(deployed.path("remote_servers", name))
+	ts, ti := shape(tested.path("remote_servers", name))
+	if len(ds) == 0 || !slices.Equal(ds, ts) || !slices.Equal(di, ti) {
+		t.Errorf("cluster %s: deployed shards (replicas each) %v internal_replication %v, tested %v %v", name, ds, di, ts, ti)
+	}
+	for _, macro := range []string{"shard", "replica"} {
+		if !tested.path("macros", macro).set() {
+			t.Errorf("the tested servers have no %s macro", macro)
+		}
+	}
+	if got, want := strings.TrimSpace(tested.path("distributed_ddl", "path").Text), strings.TrimSpace(deployed.path("distributed_ddl", "path").Text); got != want {
+		t.Errorf("distributed_ddl path: tested %q, deployed %q", got, want)
+	}
+	if tested.path("zookeeper", "node") == nil {
+		t.Error("the tested servers have no Keeper")
+	}
+	if !strings.Contains(string(readFile(t, script)), "deploy/clickhouse/cluster/users.d/venna-cluster.xml") {
+		t.Error("scripts/cluster.sh does not give its servers the deploy users.d")
+	}
+
+	envOut, err := exec.Command("bash", script, "env").Output()
+	if err != nil {
+		t.Fatalf("%s env: %v", script, err)
+	}
+	for _, k := range []string{"VENNA_CLICKHOUSE_CLUSTER", "VENNA_KAFKA_REPLICATION", "VENNA_KAFKA_MIN_INSYNC_REPLICAS"} {
+		if line := "export " + k + "=" + env[k] + "\n"; !strings.Contains(string(envOut), line) {
+			t.Errorf("k8s/config.yaml sets %s=%s; the cluster tests run with something else:\n%s", k, env[k], envOut)
+		}
+	}
 }

@@ -47,7 +47,7 @@ type clusterEnv struct {
 	brokers []string
 }
 
-func newClusterEnv(t *testing.T) *clusterEnv {
+func newClusterEnv(t testing.TB) *clusterEnv {
 	t.Helper()
 	script := os.Getenv("VENNA_CLUSTER_SCRIPT")
 	if script == "" {

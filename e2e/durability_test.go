@@ -26,7 +26,7 @@ import (
 )
 
 // buildVenna compiles the real binary once for the test.
-func buildVenna(t *testing.T) string {
+func buildVenna(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "venna")
 	out, err := exec.Command("go", "build", "-o", bin, "../cmd/venna").CombinedOutput()
@@ -36,7 +36,7 @@ func buildVenna(t *testing.T) string {
 	return bin
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -147,8 +147,11 @@ func (c Cluster) Statements(database, stmt string) ([]string, error) {
 	if key == onEveryServer {
 		// One replica per server: the Keeper path has no {shard}, and the replica name
 		// is {shard}_{replica}, unique across the whole cluster.
-		return []string{c.create(database, t.name, t.columns,
-			c.engine(t, "/clickhouse/tables/all/"+database+"/"+t.name, "{shard}_{replica}")+"\n"+t.rest)}, nil
+		tail := c.engine(t, "/clickhouse/tables/all/"+database+"/"+t.name, "{shard}_{replica}") + "\n" + t.rest
+		if c.Replicated {
+			tail = withSetting(tail, wrongPartsSetting)
+		}
+		return []string{c.create(database, t.name, t.columns, tail)}, nil
 	}
 	local := t.name + "_local"
 	return []string{
@@ -156,6 +159,27 @@ func (c Cluster) Statements(database, stmt string) ([]string, error) {
 		c.create(database, t.name, t.columns, fmt.Sprintf("ENGINE = Distributed(%s, %s, %s, %s)",
 			quoteString(c.Name), quoteString(database), quoteString(local), key)),
 	}, nil
+}
+
+// wrongPartsSetting lets a replica of a table kept on every server start after a crash
+// whatever share of its rows sits in parts Keeper does not know. Those are parts written
+// locally whose commit to Keeper the crash cut off: inserts never acknowledged, which the
+// writer retried. ClickHouse refuses to start a table when more than half its rows are in
+// such parts (replicated_max_ratio_of_wrong_parts = 0.5), a guard against a server whose
+// {shard} macro points it at another shard's data; these tables have no {shard} in their
+// Keeper path, so the guard protects nothing, while a table of a few rows (invoices,
+// watermarks, prices) is all one fresh part and, killed at the wrong moment, kept the
+// whole server down (found by kill -9 on the test cluster, e2e/cluster_test.go). The
+// unknown parts are moved to detached/ and the replica fetches what Keeper knows. The
+// sharded tables keep the guard (deploy/README.md says what to do when it trips).
+const wrongPartsSetting = "replicated_max_ratio_of_wrong_parts = 1"
+
+// withSetting adds a table setting to the clauses after the engine.
+func withSetting(tail, setting string) string {
+	if strings.Contains(tail, "\nSETTINGS ") {
+		return tail + ", " + setting
+	}
+	return tail + "\nSETTINGS " + setting
 }
 
 func (c Cluster) create(database, table, columns, tail string) string {

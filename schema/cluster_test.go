@@ -134,6 +134,10 @@ func TestClusterStatements(t *testing.T) {
 					}
 					want := "CREATE TABLE IF NOT EXISTS `venna`.`" + tb.name + "`" + onCluster + " " + tb.columns + "\n" +
 						engine("/clickhouse/tables/all/venna/"+tb.name, "{shard}_{replica}") + "\n" + tb.clause
+					if mode.Replicated {
+						// A crash may leave a small table's only part unknown to Keeper.
+						want += "\nSETTINGS replicated_max_ratio_of_wrong_parts = 1"
+					}
 					if out[0] != want {
 						t.Errorf("got\n%s\nwant\n%s", out[0], want)
 					}

@@ -19,6 +19,7 @@
 #   scripts/cluster.sh demo           # up, then the demo's traffic through each gateway and
 #                                     # the usage and invoices it made
 #   scripts/cluster.sh test [ARGS]    # start + the cluster tests (go test -run ^TestCluster ./e2e ARGS)
+#   scripts/cluster.sh bench [ARGS]   # start + a single-node stack beside it + BenchmarkClusterIngest
 #   scripts/cluster.sh config NODE    # print a ClickHouse node's generated config
 #
 # Ports from VENNA_CLUSTER_PORT_BASE (B, default 41000): ZooKeeper B+181; ch-S-R native
@@ -140,6 +141,20 @@ ch_wait() { # until the server answers; at once when its process is gone
   log "ClickHouse $1 did not come up:"; tail -n 5 "$STATE/$1/log/error.log" >&2; return 1
 }
 
+# ch_restore is the operator's step when a server killed mid-write will not start because a
+# sharded Replicated table has more rows in parts Keeper does not know than
+# replicated_max_ratio_of_wrong_parts allows (deploy/README.md, "After a crash"): the
+# force_restore_data flag makes it detach those parts and fetch from its peers, once.
+ch_restore() {
+  grep -q "look like the set of parts in ZooKeeper" "$STATE/$1/log/error.log" 2>/dev/null || return 1
+  log "$1 refused its local parts after the crash; starting it once with flags/force_restore_data"
+  mkdir -p "$STATE/$1/data/flags"
+  touch "$STATE/$1/data/flags/force_restore_data"
+  : > "$STATE/$1/log/error.log"
+  ch_start "$1"
+  ch_wait "$1"
+}
+
 # --- Kafka ---------------------------------------------------------------------------------
 
 kafka_config() {
@@ -213,7 +228,7 @@ node_pidfile() {
 node_start() {
   case "$1" in
     zookeeper) zk_start ;;
-    ch-*) ch_start "$1"; ch_wait "$1" ;;
+    ch-*) ch_start "$1"; ch_wait "$1" || ch_restore "$1" ;;
     kafka-*) kafka_node_start "$1"; kafka_wait "$1" ;;
   esac
 }
@@ -248,6 +263,15 @@ stop_all() {
   for n in $CH_NODES; do stop_pid "$STATE/$n/pid" & done
   wait
   stop_pid "$STATE/zookeeper/pid"
+  [ ! -d "$STATE/single" ] || single_services stop
+}
+
+# single_services runs scripts/services.sh for the benchmark's single-node stack (one
+# ClickHouse 18.16, one broker) beside the cluster, on ports B+600..B+605.
+single_services() {
+  VENNA_STATE_DIR="$STATE/single" VENNA_CLICKHOUSE_ENGINE=18.16 VENNA_CH_TCP_PORT=$((B + 600)) \
+    VENNA_CH_HTTP_PORT=$((B + 601)) VENNA_CH_TLS_PORT=$((B + 602)) VENNA_KAFKA_PORT=$((B + 603)) \
+    VENNA_KAFKA_CONTROLLER_PORT=$((B + 604)) VENNA_REDIS_PORT=$((B + 605)) "$ROOT/scripts/services.sh" "$@"
 }
 
 # up: the Venna roles on the cluster, two of each that scales (see deploy/README.md).
@@ -310,6 +334,15 @@ case "${1:-}" in
     eval "$(print_env)"
     cd "$ROOT" && go test -count=1 -timeout 60m -run '^TestCluster' ./e2e "$@"
     ;;
+  bench)
+    shift
+    start_all
+    eval "$(print_env)"
+    single_services start >/dev/null
+    export VENNA_BENCH_SINGLE_CLICKHOUSE=127.0.0.1:$((B + 600)) VENNA_BENCH_SINGLE_KAFKA=127.0.0.1:$((B + 603))
+    export VENNA_BENCH_SINGLE_STATE_DIR="$STATE/single"
+    cd "$ROOT" && go test -count=1 -timeout 60m -run '^$' -bench '^BenchmarkClusterIngest$' -benchtime 1x ./e2e "$@"
+    ;;
   fetch) fetch_zookeeper; fetch_kafka; install_clickhouse ;;
-  *) echo "usage: $0 start|stop|env|kill NODE|stop-node NODE|restart NODE|up|test [go test args]|config NODE|fetch" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|env|kill NODE|stop-node NODE|restart NODE|up|demo|test [go test args]|bench [go test args]|config NODE|fetch" >&2; exit 2 ;;
 esac

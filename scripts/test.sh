@@ -11,6 +11,7 @@
 #
 #   scripts/test.sh                          # both versions, then the API contract check
 #                                            # (scripts/contract.sh: Schemathesis over api/openapi.json)
+#                                            # and the cluster tests (scripts/cluster.sh test)
 #   scripts/test.sh --engine 26.9            # one version (VENNA_TEST_ENGINES="26.9" too)
 #   scripts/test.sh -run TestEndToEnd ./e2e/ # extra arguments go to `go test`
 #
@@ -62,7 +63,12 @@ export VENNA_KAFKA_PORT=$((P + 92)) VENNA_KAFKA_CONTROLLER_PORT=$((P + 93)) VENN
 # One CA for every server the suite starts, its fault tests' private ones included.
 export VENNA_TLS_DIR=$BASE/tls
 
-stop_all() { services redis redis-stop; services kafka kafka-stop; services 18.16 clickhouse-stop; services 26.9 clickhouse-stop; }
+# The cluster tests' nodes: their own state directory and ports (P+2000 and above).
+export VENNA_CLUSTER_STATE_DIR=$BASE/cluster VENNA_CLUSTER_PORT_BASE=$((P + 2000))
+stop_all() {
+  services redis redis-stop; services kafka kafka-stop; services 18.16 clickhouse-stop; services 26.9 clickhouse-stop
+  [ ! -d "$VENNA_CLUSTER_STATE_DIR" ] || scripts/cluster.sh stop
+}
 stop_all >/dev/null 2>&1 || true
 rm -rf "$BASE"
 trap 'stop_all; rm -rf "$BASE"' EXIT
@@ -102,6 +108,13 @@ if [ $whole -eq 1 ] && [ "${VENNA_TEST_CONTRACT:-1}" != 0 ]; then
   echo "=== API contract (Schemathesis) on ClickHouse $(echo $engines | cut -d' ' -f1)"
   if ! ( eval "$(services "$(echo $engines | cut -d' ' -f1)" env)"; scripts/contract.sh ); then
     failed+=("contract")
+  fi
+fi
+if [ $whole -eq 1 ] && [ "${VENNA_TEST_CLUSTER:-1}" != 0 ]; then
+  echo "=== cluster tests (scripts/cluster.sh test: ZooKeeper, ClickHouse 2 shards x 2 replicas, three Kafka brokers)"
+  stop_all >/dev/null 2>&1 # the single servers are done: the cluster gets the machine
+  if ! scripts/cluster.sh test; then
+    failed+=("cluster")
   fi
 fi
 if [ ${#failed[@]} -gt 0 ]; then
