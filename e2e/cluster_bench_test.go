@@ -105,7 +105,7 @@ func (s benchStack) drain(b *testing.B, bin string, events []kafka.Message, memb
 		"VENNA_CLICKHOUSE_CLUSTER="+s.cluster, "VENNA_KAFKA_BROKERS="+s.brokers, "VENNA_KAFKA_TOPIC="+db,
 		"VENNA_KAFKA_PARTITIONS=12", fmt.Sprintf("VENNA_KAFKA_REPLICATION=%d", max(1, s.replication)),
 		fmt.Sprintf("VENNA_KAFKA_MIN_INSYNC_REPLICAS=%d", max(1, s.replication-1)),
-		"VENNA_INGEST_GROUP="+db, "VENNA_INGEST_METRICS_ADDR=", "VENNA_LOG_LEVEL=warn")
+		"VENNA_INGEST_GROUP="+db, "VENNA_INGEST_METRICS_ADDR=", "VENNA_PRICES_FILE=../deploy/prices.yaml", "VENNA_LOG_LEVEL=warn")
 	migrate := exec.Command(bin, "migrate")
 	migrate.Env = env
 	if out, err := migrate.CombinedOutput(); err != nil {
@@ -122,8 +122,16 @@ func (s benchStack) drain(b *testing.B, bin string, events []kafka.Message, memb
 	w := &kafka.Writer{Addr: kafka.TCP(strings.Split(s.brokers, ",")...), Topic: db, Balancer: &kafka.Hash{},
 		RequiredAcks: kafka.RequireAll, Compression: kafka.Lz4, BatchSize: 1000, BatchBytes: 4 << 20, BatchTimeout: 5 * time.Millisecond}
 	for i := 0; i < len(events); i += 20000 {
-		if err := w.WriteMessages(ctx, events[i:min(i+20000, len(events))]...); err != nil {
-			b.Fatalf("produce to %s: %v", s.name, err)
+		// A topic just created may not be known to every broker yet: retry a while.
+		for try := 0; ; try++ {
+			err := w.WriteMessages(ctx, events[i:min(i+20000, len(events))]...)
+			if err == nil {
+				break
+			}
+			if try == 60 {
+				b.Fatalf("produce to %s: %v", s.name, err)
+			}
+			time.Sleep(500 * time.Millisecond)
 		}
 	}
 	w.Close()

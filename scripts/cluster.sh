@@ -22,7 +22,7 @@
 #   scripts/cluster.sh bench [ARGS]   # start + a single-node stack beside it + BenchmarkClusterIngest
 #   scripts/cluster.sh config NODE    # print a ClickHouse node's generated config
 #
-# Ports from VENNA_CLUSTER_PORT_BASE (B, default 41000): ZooKeeper B+181; ch-S-R native
+# Ports from VENNA_CLUSTER_PORT_BASE (B, default 24000, below the ephemeral ports 32768+): ZooKeeper B+181; ch-S-R native
 # B+10*i, HTTP B+10*i+1, interserver B+10*i+2 with i = 2*(S-1)+R; kafka-N B+100+10*N,
 # its controller listener one above.
 set -euo pipefail
@@ -31,7 +31,7 @@ LOG_TAG=cluster
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 STATE=${VENNA_CLUSTER_STATE_DIR:-/tmp/venna-cluster}
-B=${VENNA_CLUSTER_PORT_BASE:-41000}
+B=${VENNA_CLUSTER_PORT_BASE:-24000}
 ZK_PORT=$((B + 181))
 CH_NODES="ch-1-1 ch-1-2 ch-2-1 ch-2-2"
 KAFKA_NODES="kafka-1 kafka-2 kafka-3"
