@@ -84,6 +84,7 @@ async function signIn(key) {
     showDashboard(key, keys);
   } catch (err) {
     $('signin-error').textContent = err.message;
+    $('key-input').select(); // typing again replaces the wrong key
   }
 }
 
@@ -276,7 +277,8 @@ function drawChart(host, times, hourly, series, tick) {
     width: Math.max(240, host.clientWidth),
     height: 240,
     tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC'),
-    scales: { x: { time: true } },
+    // The y axis starts at zero: a chart that cuts its axis exaggerates changes.
+    scales: { x: { time: true }, y: { range: (u, lo, hi) => [Math.min(0, lo), hi > 0 ? hi * 1.05 : 1] } },
     cursor: { focus: { prox: 16 } },
     series: [
       { label: 'UTC', value: hourly ? '{YYYY}-{MM}-{DD} {HH}:{mm}' : '{YYYY}-{MM}-{DD}' },
@@ -289,7 +291,11 @@ function drawChart(host, times, hourly, series, tick) {
         value: (u, v, si, idx) => (idx === null || idx === undefined ? '–' : s.text[idx]),
       })),
     ],
-    axes: [{}, { size: 56, values: (u, vals) => vals.map(tick) }],
+    // Ticks in UTC, 24-hour: the day at midnight, else the hour.
+    axes: [
+      { values: (u, splits, ai, space, incr) => splits.map((v) => (hourly && incr < 86400 && v % 86400 !== 0 ? utcHour(v).slice(11) : utcDate(v).slice(5))) },
+      { size: 56, values: (u, vals) => vals.map(tick) },
+    ],
   };
   state.charts.push(new uPlot(opts, [times, ...series.map((s) => s.values)], host));
 }
