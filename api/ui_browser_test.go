@@ -2,9 +2,11 @@ package api_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -682,4 +684,48 @@ func screenshots(t *testing.T, b *tab) {
 	b.do(chromedp.EmulateViewport(1280, 900))
 	b.waitFor("the desktop layout", `window.innerWidth === 1280`)
 	save("usage-page.png")
+}
+
+// The page adds money as the API does: the sums of format.js's addDecimals, run in the
+// browser, are shopspring/decimal's to the last digit, however many decimals and however
+// large; and token totals are BigInt sums, exact past 2^53 (each count as JSON gives it is
+// exact below 2^53, far above any one bucket's tokens).
+func TestUsagePageArithmetic(t *testing.T) {
+	chromiumPath(t)
+	hs := httptest.NewServer(adminServer(t))
+	t.Cleanup(hs.Close)
+	b := newTab(t)
+	b.do(chromedp.Navigate(hs.URL + "/"))
+	for name, terms := range map[string][]string{
+		"cents":                 {"0.1", "0.2"},
+		"trailing zeros":        {"1.50", "2.50"},
+		"zero":                  {"0", "0.000"},
+		"nano":                  {"0.000000000001", "0.000000000002", "12.5"},
+		"negative credit":       {"10.25", "-12.000000000001"},
+		"to zero":               {"-0.5", "0.5"},
+		"large":                 {"123456789012345678901234.123456789012", "0.000000000001"},
+		"many lines of a month": slices.Repeat([]string{"0.0000123", "0.0421875", "1.25"}, 400),
+	} {
+		t.Run(name, func(t *testing.T) {
+			want := decimal.Zero
+			for _, s := range terms {
+				want = want.Add(decimal.RequireFromString(s))
+			}
+			args, _ := json.Marshal(terms)
+			got, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](
+				fmt.Sprintf(`import('./ui/format.js').then((m) => m.addDecimals(...%s))`, args), chromedp.EvalAwaitPromise))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != want.String() {
+				t.Errorf("addDecimals%v = %s, want %s", terms, got, want)
+			}
+		})
+	}
+	got, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](
+		`import('./ui/format.js').then((m) => m.formatInt(m.toBigInt(9007199254740993n) + 2n))`, chromedp.EvalAwaitPromise))
+	if err != nil || got != "9,007,199,254,740,995" {
+		t.Errorf("formatInt past 2^53: %q %v", got, err)
+	}
+	b.checkClean(hs.URL)
 }
