@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -609,14 +608,7 @@ func TestUsagePageInBrowser(t *testing.T) {
 	}
 	for ext, button := range map[string]string{"csv": "download-csv", "html": "download-html"} {
 		got := b.download(button)
-		req, _ := http.NewRequest(http.MethodGet, origin+"/v1/invoices/"+last+"."+ext, nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		resp, want := f.raw("/v1/invoices/"+last+"."+ext, token)
 		if resp.StatusCode != http.StatusOK || len(want) == 0 || string(got) != string(want) {
 			t.Errorf("downloaded %s (%d bytes) differs from GET %s (%d, %d bytes)", ext, len(got), resp.Request.URL.Path, resp.StatusCode, len(want))
 		}

@@ -227,14 +227,7 @@ func TestInvoiceHTML(t *testing.T) {
 		if strings.HasPrefix(path, "/v1/admin/") {
 			token = adminToken
 		}
-		req, _ := http.NewRequest(http.MethodGet, f.hs.URL+path, nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		resp, body := f.raw(path, token)
 		h := resp.Header
 		if resp.StatusCode != http.StatusOK || h.Get("Content-Type") != "text/html; charset=utf-8" ||
 			h.Get("Content-Disposition") != `attachment; filename="`+idA+`.html"` || !strings.Contains(h.Get("Content-Security-Policy"), "sandbox") {
@@ -249,4 +242,24 @@ func TestInvoiceHTML(t *testing.T) {
 	}
 	f.get("/v1/invoices/"+idB+".html", f.tokens["ws_a"], http.StatusNotFound, nil)
 	f.get("/v1/invoices/"+idA+".html", "", http.StatusUnauthorized, nil)
+}
+
+// raw GETs path with a bearer token and returns the answer and its body as sent.
+func (f *fixture) raw(path, token string) (*http.Response, []byte) {
+	f.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, f.hs.URL+path, nil)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return resp, body
 }
