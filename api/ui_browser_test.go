@@ -530,6 +530,14 @@ func TestUsagePageInBrowser(t *testing.T) {
 		t.Errorf("custom range starts at %s", got.Start)
 	}
 
+	// A range without usage: zeros, and a notice instead of charts.
+	b.choose("to", now.AddDate(0, 0, -59).Format("2006-01-02"))
+	b.choose("from", now.AddDate(0, 0, -60).Format("2006-01-02"))
+	checkUsage("a range without usage", "1h", "model", true)
+	if got := eval[pageUsage](b, readUsage); got.Total != (sums{}).page("") || len(got.Groups) != 0 {
+		t.Errorf("a range without usage shows %+v", got)
+	}
+
 	// The month so far.
 	var spend struct {
 		SpendUSD string `json:"spend_usd"`
