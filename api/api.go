@@ -166,10 +166,12 @@ func (s *Server) Handler() http.Handler {
 	r.Get("/readyz", s.readyz)
 	r.Get("/metrics", s.metrics.handler().ServeHTTP)
 	r.Get("/openapi.json", serveOpenAPI)
+	uiRoutes(r)
 
 	r.Group(func(r chi.Router) {
 		r.Use(s.authenticate)
 		s.workspaceRoutes(r, "/v1")
+		r.Get("/v1/keys", s.ownKeys)
 	})
 	if s.cfg.AdminToken != "" {
 		r.Route("/v1/admin", func(r chi.Router) {
@@ -209,6 +211,7 @@ func (s *Server) workspaceRoutes(r chi.Router, prefix string) {
 	r.Get(prefix+"/invoices/upcoming", s.upcomingInvoice)
 	r.Get(prefix+"/invoices/{id}", s.getInvoice)
 	r.Get(prefix+"/invoices/{id}.csv", s.getInvoiceCSV)
+	r.Get(prefix+"/invoices/{id}.html", s.getInvoiceHTML)
 	r.Get(prefix+"/spend", s.spendStatus)
 	r.Get(prefix+"/credits", s.creditBalance)
 }
