@@ -28,10 +28,10 @@ import (
 // (VENNA_BENCH_SINGLE_*). For each case it reports events/s from the members' start until every
 // row is queryable, and the CPU each kind of process spent meanwhile (from /proc): what
 // limits the figure on a machine of few cores. Sustained rate: rows after the first insert
-// landed ÷ time from then to the last. VENNA_BENCH_EVENTS: events (default 300000).
+// landed ÷ time from then to the last. VENNA_BENCH_EVENTS: events (default 1000000).
 func BenchmarkClusterIngest(b *testing.B) {
 	c := newClusterEnv(b)
-	n := 300000
+	n := 1000000
 	if v := os.Getenv("VENNA_BENCH_EVENTS"); v != "" {
 		var err error
 		if n, err = strconv.Atoi(v); err != nil {
