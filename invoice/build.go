@@ -22,9 +22,10 @@ const (
 )
 
 // chargeKey identifies what a line bills within one service period: a model's token
-// class at one unit price, or a discount at one percentage.
+// class (possibly qualified by a tier, see tierClass) at one unit price; a discount at one
+// percentage; or a plan's fee, commitment true-up or included usage (model holds the plan).
 type chargeKey struct {
-	discount            bool
+	kind                string // "" (usage), KindDiscount, KindFee, KindCommitment, KindIncluded, KindReversal
 	model, class, price string
 	pct                 string
 }
@@ -58,13 +59,40 @@ func (c charges) addUsage(model, class string, qty uint64, perMillion decimal.De
 }
 
 func (c charges) addDiscount(pct, amount decimal.Decimal) {
-	c.add(chargeKey{discount: true, pct: pct.String()}, charge{pct: pct, amount: amount})
+	c.add(chargeKey{kind: KindDiscount, pct: pct.String()}, charge{pct: pct, amount: amount})
+}
+
+// addPlan adds a plan amount: its fee (qty: hours, perMillion: the monthly fee), its
+// commitment true-up or its included usage (perMillion: the prorated commitment or
+// allowance).
+func (c charges) addPlan(kind, plan string, qty uint64, basis, amount decimal.Decimal) {
+	c.add(chargeKey{kind: kind, model: plan, price: basis.String()}, charge{model: plan, qty: qty, perMillion: basis, amount: amount})
+}
+
+// takeBack removes from a usage key what a reversal line took back.
+func (c charges) takeBack(model, class string, qty uint64, perMillion, amount decimal.Decimal) {
+	k := chargeKey{model: model, class: class, price: perMillion.String()}
+	if have := c[k]; have != nil {
+		have.qty -= min(qty, have.qty)
+		have.amount = have.amount.Add(amount)
+		return
+	}
+	c.addUsage(model, class, 0, perMillion, amount)
+}
+
+// amountKind reports kinds billed as an amount that may move either way between runs of a
+// period (a commitment true-up falls as late usage arrives).
+func amountKind(kind string) bool {
+	return kind == KindFee || kind == KindCommitment || kind == KindIncluded
 }
 
 // minus returns what c bills beyond billed: the charges still to bill. Usage only grows,
 // so a key billed beyond what it gives now can only come from an edited price book or
 // overrides for an invoiced period (or deleted raw events): that is an error, never a
-// silent credit.
+// silent credit — except on tiered plan rates, where late usage legitimately moves tokens
+// already billed to another tier (a volume rate's whole period to the next tier's price):
+// those are taken back by reversal lines. A plan's fee, true-up and included usage are
+// billed as the difference of their amounts, either way.
 func (c charges) minus(billed charges) (charges, error) {
 	out := charges{}
 	for _, k := range c.keys() {
@@ -72,7 +100,8 @@ func (c charges) minus(billed charges) (charges, error) {
 		if was == nil {
 			was = &charge{}
 		}
-		if k.discount {
+		switch {
+		case k.kind == KindDiscount:
 			d := now.amount.Sub(was.amount)
 			if d.IsPositive() {
 				return nil, fmt.Errorf("discount %s%% already billed %s, usage now gives %s", k.pct, was.amount, now.amount)
@@ -81,23 +110,46 @@ func (c charges) minus(billed charges) (charges, error) {
 				out.addDiscount(now.pct, d)
 			}
 			continue
+		case amountKind(k.kind):
+			if d := now.amount.Sub(was.amount); !d.IsZero() || now.qty > was.qty {
+				out.addPlan(k.kind, now.model, now.qty-min(was.qty, now.qty), now.perMillion, d)
+			}
+			continue
 		}
 		if was.qty > now.qty {
+			if tiered(k.class) {
+				out.reverse(now.model, now.class, was.qty-now.qty, now.perMillion)
+				continue
+			}
 			return nil, fmt.Errorf("%s %s at %s/1M: %d tokens already billed, usage now gives %d", k.model, k.class, k.price, was.qty, now.qty)
 		}
 		if d := now.qty - was.qty; d > 0 {
-			out.addUsage(now.model, now.class, d, now.perMillion, Amount(d, now.perMillion))
+			out.addUsage(now.model, now.class, d, now.perMillion, now.amount.Sub(was.amount))
 		}
 	}
-	for k, was := range billed {
-		if c[k] == nil && (was.qty > 0 || !was.amount.IsZero()) {
-			if k.discount {
-				return nil, fmt.Errorf("discount %s%% already billed %s, usage now gives none", k.pct, was.amount)
-			}
+	for _, k := range billed.keys() {
+		was := billed[k]
+		if c[k] != nil || (was.qty == 0 && was.amount.IsZero()) {
+			continue
+		}
+		switch {
+		case k.kind == KindDiscount:
+			return nil, fmt.Errorf("discount %s%% already billed %s, usage now gives none", k.pct, was.amount)
+		case amountKind(k.kind):
+			out.addPlan(k.kind, was.model, 0, was.perMillion, was.amount.Neg())
+		case tiered(k.class):
+			out.reverse(was.model, was.class, was.qty, was.perMillion)
+		default:
 			return nil, fmt.Errorf("%s %s at %s/1M: %d tokens already billed, usage now gives none", k.model, k.class, k.price, was.qty)
 		}
 	}
 	return out, nil
+}
+
+// reverse adds a reversal: qty tokens billed at perMillion taken back.
+func (c charges) reverse(model, class string, qty uint64, perMillion decimal.Decimal) {
+	c.add(chargeKey{kind: KindReversal, model: model, class: class, price: perMillion.String()},
+		charge{model: model, class: class, qty: qty, perMillion: perMillion, amount: Amount(qty, perMillion).Neg()})
 }
 
 // keys returns the keys in order of first appearance.
@@ -118,12 +170,53 @@ func (c charges) lines(usageKind string, start, end time.Time) []Line {
 		ch := c[k]
 		l := Line{Kind: usageKind, ServicePeriodStart: start, ServicePeriodEnd: end, Model: ch.model, TokenClass: ch.class,
 			Quantity: ch.qty, PerMillion: ch.perMillion, Amount: ch.amount}
-		if k.discount {
+		switch k.kind {
+		case KindDiscount:
 			l.Kind, l.DiscountPercent = KindDiscount, ch.pct
+		case "":
+		default:
+			l.Kind = k.kind
 		}
 		out = append(out, l)
 	}
 	return out
+}
+
+// addAsLine keeps a stored line under its own key, as minus would produce it.
+func (c charges) addAsLine(l Line) {
+	if l.Kind == KindReversal {
+		c.add(chargeKey{kind: KindReversal, model: l.Model, class: l.TokenClass, price: l.PerMillion.String()},
+			charge{model: l.Model, class: l.TokenClass, qty: l.Quantity, perMillion: l.PerMillion, amount: l.Amount})
+		return
+	}
+	c.addLine(l)
+}
+
+// describe names a charge for people, in reconciliation differences.
+func (k chargeKey) describe(ch *charge) string {
+	switch k.kind {
+	case KindDiscount:
+		return fmt.Sprintf("discount %s%% = %s", k.pct, ch.amount)
+	case KindFee, KindCommitment, KindIncluded:
+		return fmt.Sprintf("plan %s %s on %s (%d hours) = %s", k.model, k.kind, k.price, ch.qty, ch.amount)
+	case KindReversal:
+		return fmt.Sprintf("reversal of %d %s %s at %s/1M = %s", ch.qty, k.model, k.class, k.price, ch.amount)
+	}
+	return fmt.Sprintf("%s %s at %s/1M, %d tokens = %s", k.model, k.class, k.price, ch.qty, ch.amount)
+}
+
+// addLine folds a stored line back into what a period has billed.
+func (c charges) addLine(l Line) {
+	switch {
+	case l.Kind == KindDiscount:
+		c.addDiscount(l.DiscountPercent, l.Amount)
+	case amountKind(l.Kind):
+		c.addPlan(l.Kind, l.Model, l.Quantity, l.PerMillion, l.Amount)
+	case l.Kind == KindReversal:
+		c.takeBack(l.Model, l.TokenClass, l.Quantity, l.PerMillion, l.Amount)
+	default:
+		c.addUsage(l.Model, l.TokenClass, l.Quantity, l.PerMillion, l.Amount)
+	}
 }
 
 // wsFilter returns the SQL filter restricting a query to workspaces (nil: every
@@ -153,7 +246,11 @@ func sqlStrings(values []string) string {
 // has one), and discount charges per percentage. A workspace with usage of a model
 // without a price is in failed and not priced at all.
 func (iv *Invoicer) priceUsage(ctx context.Context, start, end time.Time, src usageSource, workspaces []string, extra []time.Time) (priced, error) {
-	breaks := mergeTimes(iv.prices.Breakpoints(start, end), extra)
+	subs, err := iv.Subscriptions(ctx, workspaces)
+	if err != nil {
+		return priced{}, err
+	}
+	breaks := mergeTimes(iv.prices.Breakpoints(start, end), append(subscriptionBreakpoints(subs, start, end), extra...))
 	// segment = how many price changes happened at or before the hour: usage of one
 	// segment was all billed at the same prices.
 	seg := sqlset.Segment("hour", breaks)
@@ -182,6 +279,18 @@ func (iv *Invoicer) priceUsage(ctx context.Context, start, end time.Time, src us
 	out := map[string]charges{}
 	failed := map[string]error{}
 	net := map[string]map[int64]decimal.Decimal{} // by workspace, stretch start: usage less discounts
+	plans := map[string][]planStretch{}           // by workspace: its hours on a plan
+	onPlan := map[string]map[string]decimal.Decimal{}
+	var rated []ratedUsage
+	fail := func(ws string, err error) {
+		failed[ws] = fmt.Errorf("workspace %s: %w", ws, err)
+		delete(out, ws)
+	}
+	for ws, ss := range subs {
+		if plans[ws], err = iv.prices.stretches(ss, start, end); err != nil {
+			fail(ws, err)
+		}
+	}
 	for rows.Next() {
 		var ws, model string
 		var segment, input, cached, output uint64
@@ -195,11 +304,10 @@ func (iv *Invoicer) priceUsage(ctx context.Context, start, end time.Time, src us
 		if segment > 0 {
 			segStart = breaks[segment-1]
 		}
-		price, err := iv.prices.For(ws, model, segStart)
-		if err != nil {
-			failed[ws] = fmt.Errorf("workspace %s: %w", ws, err)
-			delete(out, ws)
-			continue
+		// A plan's rate prices a class unless the workspace has its own price for the model.
+		st, subscribed := at(plans[ws], segStart)
+		if subscribed && iv.prices.hasOwnPrice(ws, model, segStart) {
+			subscribed = false
 		}
 		pct := iv.prices.DiscountAt(ws, segStart)
 		c := out[ws]
@@ -217,6 +325,17 @@ func (iv *Invoicer) priceUsage(ctx context.Context, start, end time.Time, src us
 			if u.qty == 0 {
 				continue
 			}
+			if subscribed {
+				if r, ok := st.version.Rate(model, u.class); ok {
+					rated = append(rated, ratedUsage{ws: ws, plan: st.plan.ID, at: segStart, model: model, qty: u.qty, rate: r})
+					continue
+				}
+			}
+			price, err := iv.prices.For(ws, model, segStart)
+			if err != nil {
+				fail(ws, err)
+				break
+			}
 			p := price.PerMillion[u.class]
 			c.addUsage(model, u.class, u.qty, p, Amount(u.qty, p))
 			n := Amount(u.qty, p)
@@ -228,10 +347,23 @@ func (iv *Invoicer) priceUsage(ctx context.Context, start, end time.Time, src us
 				n = n.Sub(d)
 			}
 			net[ws][segStart.Unix()] = net[ws][segStart.Unix()].Add(n)
+			if subscribed {
+				addTo(onPlan, ws, st.plan.ID, n)
+			}
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return priced{}, fmt.Errorf("read usage: %w", err)
+	}
+	priceRated(rated, failed, out, net, onPlan)
+	for ws, ss := range plans {
+		if failed[ws] != nil || len(ss) == 0 {
+			continue
+		}
+		if out[ws] == nil {
+			out[ws] = charges{}
+		}
+		planAmounts(out[ws], ss, onPlan[ws], start)
 	}
 	res := priced{charges: out, usage: map[string][]usageAt{}, failed: failed}
 	for ws, bySeg := range net {
@@ -317,11 +449,7 @@ func (iv *Invoicer) billed(ctx context.Context, periods []time.Time, except time
 			c = charges{}
 			out[ws][period.Unix()] = c
 		}
-		if kind == KindDiscount {
-			c.addDiscount(pct, amount)
-		} else {
-			c.addUsage(model, class, qty, price, amount)
-		}
+		c.addLine(Line{Kind: kind, Model: model, TokenClass: class, Quantity: qty, PerMillion: price, DiscountPercent: pct, Amount: amount})
 	}
 	return out, rows.Err()
 }
@@ -525,7 +653,7 @@ func (iv *Invoicer) credit(ctx context.Context, b *built, grants map[string][]Gr
 
 // billedUsage is what the lines of an invoice of period start bill, as usage in time: the
 // adjustments of each earlier month at that month's last hour, and the own month's bill
-// from its oldest usage on.
+// from its oldest usage on, what it bills beyond its usage at its last hour.
 func billedUsage(lines []Line, start time.Time, own []usageAt) []usageAt {
 	byPeriod := map[int64]decimal.Decimal{}
 	for _, l := range lines {
@@ -540,7 +668,18 @@ func billedUsage(lines []Line, start time.Time, own []usageAt) []usageAt {
 			out = append(out, usageAt{At: end.Add(-time.Hour), Amount: amount})
 		}
 	}
-	return append(out, upTo(own, byPeriod[start.Unix()])...)
+	paid := upTo(own, byPeriod[start.Unix()])
+	// What the own month bills beyond its usage stretches (a plan's fee and commitment
+	// true-up) is usage of its last hour.
+	rest := byPeriod[start.Unix()]
+	for _, u := range paid {
+		rest = rest.Sub(u.Amount)
+	}
+	if rest.IsPositive() {
+		_, end := Month(start)
+		paid = append(paid, usageAt{At: end.Add(-time.Hour), Amount: rest})
+	}
+	return append(out, paid...)
 }
 
 // adjustChunk bounds the workspaces named in one adjustment query.

@@ -14,6 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -49,6 +51,10 @@ var (
 	creditsAppliedSQL        = Queries.Get("credits_applied")
 	billingModesSQL          = Queries.Get("billing_modes")
 	insertBillingModeSQL     = Queries.Get("insert_billing_mode")
+	subscriptionsSQL         = Queries.Get("subscriptions")
+	insertSubscriptionSQL    = Queries.Get("insert_subscription")
+	insertPlansSQL           = Queries.Get("insert_plans")
+	insertPlanRatesSQL       = Queries.Get("insert_plan_rates")
 )
 
 // Invoice statuses. A status only moves forward: draft → finalized → void.
@@ -64,6 +70,13 @@ const (
 	KindAdjustment = "adjustment" // usage of an earlier period, billed after that period's invoice was finalized or voided
 	KindDiscount   = "discount"   // the workspace's discount on the usage or adjustment lines of ServicePeriod
 	KindCredit     = "credit"     // prepaid credit from the grant GrantID, applied to this invoice (negative)
+	// Plan lines (Model holds the plan ID).
+	KindFee        = "fee"        // the plan's monthly fee for Quantity hours of the period (PerMillion: the monthly fee)
+	KindCommitment = "commitment" // true-up to the plan's minimum commitment (PerMillion: the commitment for the hours subscribed)
+	KindIncluded   = "included"   // usage the plan's fee includes (negative; PerMillion: the allowance for the hours subscribed)
+	// KindReversal takes back Quantity tokens billed at PerMillion on an earlier invoice of
+	// ServicePeriod (negative): late usage moved them to another tier of a plan's rate.
+	KindReversal = "reversal"
 )
 
 // Line is one priced quantity: a model's tokens of one class at one unit price, billed
@@ -485,25 +498,68 @@ func (iv *Invoicer) Get(ctx context.Context, workspaceID, id string) (*Invoice, 
 // period, for which period.
 func (l Line) describe(invoicePeriod time.Time) string {
 	month := l.ServicePeriodStart.Format("2006-01")
+	own := l.ServicePeriodStart.Equal(invoicePeriod)
+	prior := func(what string) string {
+		if own {
+			return what
+		}
+		return fmt.Sprintf("Prior-period adjustment for %s: %s", month, what)
+	}
 	switch l.Kind {
 	case KindCredit:
 		return "Prepaid credit from grant " + l.GrantID
 	case KindDiscount:
-		if l.ServicePeriodStart.Equal(invoicePeriod) {
+		if own {
 			return fmt.Sprintf("Discount %s%% on %s usage", l.DiscountPercent, month)
 		}
 		return fmt.Sprintf("Discount %s%% on prior-period adjustment for %s", l.DiscountPercent, month)
 	case KindAdjustment:
-		return fmt.Sprintf("Prior-period adjustment for %s: %s %s tokens", month, l.Model, l.TokenClass)
+		return fmt.Sprintf("Prior-period adjustment for %s: %s", month, tokensOf(l))
+	case KindFee:
+		if hours := MonthHours(l.ServicePeriodStart); int64(l.Quantity) != hours {
+			return prior(fmt.Sprintf("Plan %s fee of %s a month, %d of %d hours", l.Model, l.PerMillion, l.Quantity, hours))
+		}
+		return prior(fmt.Sprintf("Plan %s fee of %s a month", l.Model, l.PerMillion))
+	case KindCommitment:
+		return prior(fmt.Sprintf("Plan %s: usage below the minimum commitment of %s, true-up", l.Model, l.PerMillion))
+	case KindIncluded:
+		return prior(fmt.Sprintf("Plan %s: usage included in the fee (up to %s)", l.Model, l.PerMillion))
+	case KindReversal:
+		return fmt.Sprintf("Re-priced %s: %s billed before, taken back", month, tokensOf(l))
 	}
-	return fmt.Sprintf("%s %s tokens", l.Model, l.TokenClass)
+	return tokensOf(l)
+}
+
+// tokensOf names the tokens a usage line bills: "venna-1 output tokens", with the tier or
+// package a plan's rate priced them by.
+func tokensOf(l Line) string {
+	base, qual, _ := strings.Cut(l.TokenClass, "/")
+	what := fmt.Sprintf("%s %s tokens", l.Model, base)
+	kind, n, _ := strings.Cut(qual, ":")
+	switch kind {
+	case "tier":
+		return what + ", tier " + n
+	case "volume":
+		return what + ", volume tier " + n
+	case "package":
+		return fmt.Sprintf("%s in packages of %s at %s", what, n, l.PerMillion)
+	}
+	return what
+}
+
+// lineOrder ranks a line's token class: input, cached input, output, each by tier.
+func lineOrder(class string) (int, int) {
+	base, qual, _ := strings.Cut(class, "/")
+	rank := map[string]int{ClassInput: 0, ClassCachedInput: 1, ClassOutput: 2}[base]
+	_, n, _ := strings.Cut(qual, ":")
+	tier, _ := strconv.Atoi(n)
+	return rank, tier
 }
 
 // finish orders and numbers the lines and totals the invoice: own usage, its discount,
 // then per earlier period (oldest first) its adjustment lines and their discount.
 func (inv *Invoice) finish() {
-	classRank := map[string]int{ClassInput: 0, ClassCachedInput: 1, ClassOutput: 2}
-	kindRank := map[string]int{KindUsage: 0, KindAdjustment: 0, KindDiscount: 1}
+	kindRank := map[string]int{KindFee: 0, KindUsage: 1, KindAdjustment: 1, KindReversal: 1, KindDiscount: 2, KindIncluded: 3, KindCommitment: 4}
 	sort.SliceStable(inv.Lines, func(i, j int) bool {
 		a, b := inv.Lines[i], inv.Lines[j]
 		switch {
@@ -522,7 +578,15 @@ func (inv *Invoice) finish() {
 		case a.Model != b.Model:
 			return a.Model < b.Model
 		}
-		return classRank[a.TokenClass] < classRank[b.TokenClass]
+		ar, at := lineOrder(a.TokenClass)
+		br, bt := lineOrder(b.TokenClass)
+		if ar != br {
+			return ar < br
+		}
+		if at != bt {
+			return at < bt
+		}
+		return a.Kind == KindReversal && b.Kind != KindReversal // a re-pricing's reversal before its new line
 	})
 	inv.Subtotal = decimal.Zero
 	for i := range inv.Lines {

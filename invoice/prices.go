@@ -52,6 +52,7 @@ type PriceBook struct {
 	Currency  string
 	prices    map[string][]Price   // by model, EffectiveFrom ascending
 	overrides map[string]*Override // by workspace
+	plans     map[string]*Plan     // by ID
 }
 
 type priceEntry struct {
@@ -72,6 +73,7 @@ type priceFile struct {
 		} `yaml:"discounts"`
 		Prices []priceEntry `yaml:"prices"`
 	} `yaml:"overrides"`
+	Plans []planEntry `yaml:"plans"`
 }
 
 // LoadPriceBook reads a price file (see deploy/prices.yaml).
@@ -102,6 +104,7 @@ func ParsePriceBook(b []byte) (*PriceBook, error) {
 		return nil, fmt.Errorf("price book: currency %q: only USD is supported", f.Currency)
 	}
 	pb := &PriceBook{Currency: f.Currency, prices: map[string][]Price{}, overrides: map[string]*Override{}}
+	var err error
 	for i, p := range f.Prices {
 		pr, err := parsePrice(fmt.Sprintf("price book: prices[%d] (%s)", i, p.Model), p)
 		if err != nil {
@@ -152,6 +155,9 @@ func ParsePriceBook(b []byte) (*PriceBook, error) {
 			}
 		}
 		pb.overrides[ws] = ov
+	}
+	if pb.plans, err = parsePlans(f.Plans); err != nil {
+		return nil, err
 	}
 	return pb, nil
 }
@@ -274,7 +280,8 @@ func (pb *PriceBook) DiscountAt(workspaceID string, t time.Time) decimal.Decimal
 func (pb *PriceBook) Override(workspaceID string) *Override { return pb.overrides[workspaceID] }
 
 // Breakpoints returns every distinct EffectiveFrom strictly inside (start, end), ascending:
-// the instants at which some price, custom price or discount changes during the period.
+// the instants at which some price, custom price, discount or plan version changes during
+// the period.
 func (pb *PriceBook) Breakpoints(start, end time.Time) []time.Time {
 	set := map[int64]time.Time{}
 	add := func(t time.Time) {
@@ -297,6 +304,11 @@ func (pb *PriceBook) Breakpoints(start, end time.Time) []time.Time {
 			add(d.EffectiveFrom)
 		}
 	}
+	for _, p := range pb.plans {
+		for _, v := range p.Versions {
+			add(v.EffectiveFrom)
+		}
+	}
 	out := make([]time.Time, 0, len(set))
 	for _, t := range set {
 		out = append(out, t)
@@ -305,8 +317,8 @@ func (pb *PriceBook) Breakpoints(start, end time.Time) []time.Time {
 	return out
 }
 
-// Sync stores the price book in ClickHouse so that analysts can join it: prices, and the
-// overrides in workspace_prices and workspace_discounts. Every row of one sync carries the
+// Sync stores the price book in ClickHouse so that analysts can join it: prices, the
+// overrides in workspace_prices and workspace_discounts, the plans in plans and plan_rates. Every row of one sync carries the
 // same version, so the book in force is the rows whose version is max(prices.version)
 // (a row removed from the file stays behind with an older version).
 func (pb *PriceBook) Sync(ctx context.Context, conn driver.Conn, database string) error {
@@ -331,7 +343,26 @@ func (pb *PriceBook) Sync(ctx context.Context, conn driver.Conn, database string
 			discounts = append(discounts, []any{ws, d.EffectiveFrom, d.Percent, version})
 		}
 	}
-	// Overrides before prices: a reader taking max(prices.version) never sees a book whose
+	var plans, rates [][]any
+	for _, p := range pb.Plans() {
+		for _, v := range p.Versions {
+			plans = append(plans, []any{p.ID, v.EffectiveFrom, p.Name, v.Fee, v.Commitment, v.IncludedUsage, version})
+			for _, r := range v.Rates {
+				row := func(tier uint16, upTo uint64, perMillion decimal.Decimal) []any {
+					return []any{p.ID, v.EffectiveFrom, r.Model, r.Class, r.Pricing, tier, upTo, perMillion, r.PackageSize, r.PackagePrice, version}
+				}
+				switch r.Pricing {
+				case PricingGraduated, PricingVolume:
+					for i, t := range r.Tiers {
+						rates = append(rates, row(uint16(i+1), t.UpTo, t.PerMillion))
+					}
+				default:
+					rates = append(rates, row(1, 0, r.PerMillion))
+				}
+			}
+		}
+	}
+	// Overrides and plans before prices: a reader taking max(prices.version) never sees a book whose
 	// overrides are still missing.
 	for _, w := range []struct {
 		insert string
@@ -339,6 +370,8 @@ func (pb *PriceBook) Sync(ctx context.Context, conn driver.Conn, database string
 	}{
 		{insertCustomPricesSQL, custom},
 		{insertDiscountsSQL, discounts},
+		{insertPlanRatesSQL, rates},
+		{insertPlansSQL, plans},
 		{insertPricesSQL, prices},
 	} {
 		if err := chdb.Insert(ctx, conn, sqlset.Fill(w.insert, "db", database), w.rows); err != nil {

@@ -63,7 +63,9 @@ WHERE service_period_start IN ({periods}) AND period_start != toDateTime({except
 -- The (workspace, month as YYYYMM) before {q} (Unix seconds) whose rolled-up usage
 -- differs, for some model and token class, from what every non-void invoice except those
 -- of month {q} bills for it: the only months that can need an adjustment. Reading the
--- daily rollup and the stored lines (never raw events or hours) keeps it cheap.
+-- daily rollup and the stored lines (never raw events or hours) keeps it cheap. A line's
+-- token class may be qualified by a plan's tier or package ("output/tier:2"); reversal
+-- lines take tokens back.
 SELECT DISTINCT workspace_id, p FROM (
     SELECT workspace_id, p, model, sum(i) AS di, sum(c) AS dc, sum(o) AS dout FROM (
         SELECT workspace_id, toYYYYMM(day) AS p, model, toInt64(sum(prompt_tokens)) - toInt64(sum(cached_tokens)) AS i,
@@ -73,10 +75,11 @@ SELECT DISTINCT workspace_id, p FROM (
         GROUP BY workspace_id, p, model
         UNION ALL
         SELECT workspace_id, toYYYYMM(service_period_start) AS p, model,
-            -toInt64(sumIf(quantity, token_class = 'input')), -toInt64(sumIf(quantity, token_class = 'cached_input')),
-            -toInt64(sumIf(quantity, token_class = 'output'))
-        FROM {db}.invoice_items FINAL
-        WHERE kind NOT IN ('discount', 'credit') AND service_period_start < toDateTime({q}, 'UTC') AND period_start != toDateTime({q}, 'UTC') {workspaces}
+            toInt64(sumIf(quantity, base = 'input' AND kind = 'reversal')) - toInt64(sumIf(quantity, base = 'input' AND kind != 'reversal')),
+            toInt64(sumIf(quantity, base = 'cached_input' AND kind = 'reversal')) - toInt64(sumIf(quantity, base = 'cached_input' AND kind != 'reversal')),
+            toInt64(sumIf(quantity, base = 'output' AND kind = 'reversal')) - toInt64(sumIf(quantity, base = 'output' AND kind != 'reversal'))
+        FROM (SELECT *, splitByChar('/', token_class)[1] AS base FROM {db}.invoice_items FINAL)
+        WHERE kind IN ('usage', 'adjustment', 'reversal') AND service_period_start < toDateTime({q}, 'UTC') AND period_start != toDateTime({q}, 'UTC') {workspaces}
             AND (invoice_id, version) IN (SELECT invoice_id, version FROM {db}.invoices FINAL WHERE status != 'void')
         GROUP BY workspace_id, p, model
     )
@@ -157,3 +160,21 @@ ORDER BY workspace_id, effective_from;
 
 -- name: insert_billing_mode
 INSERT INTO {db}.billing_modes (workspace_id, effective_from, prepaid, version);
+
+-- name: subscriptions
+-- Subscription changes (each (workspace, effective_from)'s latest row), of the workspaces
+-- {workspaces} filters, in time order.
+SELECT workspace_id, effective_from, plan_id, created_at
+FROM {db}.subscriptions FINAL
+WHERE 1 = 1 {workspaces}
+ORDER BY workspace_id, effective_from;
+
+-- name: insert_subscription
+INSERT INTO {db}.subscriptions (workspace_id, effective_from, plan_id, created_at, version);
+
+-- name: insert_plans
+INSERT INTO {db}.plans (plan_id, effective_from, name, fee, commitment, included_usage, version);
+
+-- name: insert_plan_rates
+INSERT INTO {db}.plan_rates (plan_id, effective_from, model, token_class, pricing, tier, up_to, usd_per_million, package_size,
+    package_price, version);

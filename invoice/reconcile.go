@@ -25,9 +25,20 @@ func (iv *Invoicer) Reconcile(ctx context.Context, workspaceID, id string) ([]st
 	var diffs []string
 	sum := decimal.Zero
 	for _, l := range stored.Lines {
-		if l.Kind != KindDiscount && l.Kind != KindCredit && !l.Amount.Equal(Amount(l.Quantity, l.PerMillion)) {
-			diffs = append(diffs, fmt.Sprintf("line %d (%s %s): amount %s is not %d tokens × %s/1M = %s",
-				l.No, l.Model, l.TokenClass, l.Amount, l.Quantity, l.PerMillion, Amount(l.Quantity, l.PerMillion)))
+		want, checked := decimal.Zero, true
+		switch {
+		case packaged(l.TokenClass):
+			checked = false // priced on the period's total: recomputed below
+		case l.Kind == KindUsage || l.Kind == KindAdjustment:
+			want = Amount(l.Quantity, l.PerMillion)
+		case l.Kind == KindReversal:
+			want = Amount(l.Quantity, l.PerMillion).Neg()
+		default:
+			checked = false // discounts, credits and plan amounts are recomputed below
+		}
+		if checked && !l.Amount.Equal(want) {
+			diffs = append(diffs, fmt.Sprintf("line %d (%s %s): amount %s is not %d × %s/1M = %s",
+				l.No, l.Model, l.TokenClass, l.Amount, l.Quantity, l.PerMillion, want))
 		}
 		sum = sum.Add(l.Amount)
 	}
@@ -84,38 +95,23 @@ func (iv *Invoicer) Reconcile(ctx context.Context, workspaceID, id string) ([]st
 		}
 		have := charges{}
 		for _, l := range byPeriod[p.Unix()] {
-			if l.Kind != KindDiscount && l.Kind != wantKind {
+			if (l.Kind == KindUsage || l.Kind == KindAdjustment) && l.Kind != wantKind {
 				diffs = append(diffs, fmt.Sprintf("line %d (%s %s for %s): kind %q, want %q", l.No, l.Model, l.TokenClass, month, l.Kind, wantKind))
 			}
-			if l.Kind == KindDiscount {
-				have.addDiscount(l.DiscountPercent, l.Amount)
-			} else {
-				have.addUsage(l.Model, l.TokenClass, l.Quantity, l.PerMillion, l.Amount)
-			}
+			have.addAsLine(l)
 		}
 		for _, k := range have.keys() {
 			h, w := have[k], want[k]
 			switch {
-			case w == nil && k.discount:
-				diffs = append(diffs, fmt.Sprintf("%s: discount %s%% = %s: raw events give no such discount", month, k.pct, h.amount))
 			case w == nil:
-				diffs = append(diffs, fmt.Sprintf("%s: %s %s at %s/1M, %d tokens = %s: not in raw events", month, k.model, k.class, k.price, h.qty, h.amount))
-			case k.discount && !w.amount.Equal(h.amount):
-				diffs = append(diffs, fmt.Sprintf("%s: discount %s%%: stored %s, raw events give %s", month, k.pct, h.amount, w.amount))
-			case !k.discount && (w.qty != h.qty || !w.amount.Equal(h.amount)):
-				diffs = append(diffs, fmt.Sprintf("%s: %s %s at %s/1M: stored %d tokens = %s, raw events give %d tokens = %s",
-					month, k.model, k.class, k.price, h.qty, h.amount, w.qty, w.amount))
+				diffs = append(diffs, fmt.Sprintf("%s: %s: not in raw events", month, k.describe(h)))
+			case w.qty != h.qty || !w.amount.Equal(h.amount):
+				diffs = append(diffs, fmt.Sprintf("%s: %s: raw events give %s", month, k.describe(h), k.describe(w)))
 			}
 		}
 		for _, k := range want.keys() {
-			if have[k] != nil {
-				continue
-			}
-			w := want[k]
-			if k.discount {
-				diffs = append(diffs, fmt.Sprintf("%s: missing discount %s%% = %s", month, k.pct, w.amount))
-			} else {
-				diffs = append(diffs, fmt.Sprintf("%s: missing line %s %s at %s/1M, %d tokens = %s", month, k.model, k.class, k.price, w.qty, w.amount))
+			if have[k] == nil {
+				diffs = append(diffs, fmt.Sprintf("%s: missing line %s", month, k.describe(want[k])))
 			}
 		}
 	}

@@ -91,6 +91,10 @@ var placements = map[string]string{
 	// Credits: a few rows per workspace, read with the invoices.
 	"credit_grants": onEveryServer,
 	"billing_modes": onEveryServer,
+	// Plans: the price file's plans (synced like prices) and who is on which.
+	"subscriptions": onEveryServer,
+	"plans":         onEveryServer,
+	"plan_rates":    onEveryServer,
 }
 
 var (

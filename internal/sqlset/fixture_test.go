@@ -251,6 +251,22 @@ func (f *fixture) examples() []example {
 		{set: "invoice", name: "credits_applied", fill: []string{"workspaces", "AND workspace_id IN ('ws_b', 'ws_c')"}},
 		{set: "invoice", name: "billing_modes"},
 
+		// Plans.
+		{set: "invoice", name: "insert_plans", rows: [][]any{
+			{"pro", f.old, "Pro", d("20"), d("100"), d("0"), v2},
+			{"pro", f.month, "Pro", d("25"), d("100"), d("5"), v2},
+		}},
+		{set: "invoice", name: "insert_plan_rates", rows: [][]any{
+			{"pro", f.old, "venna-1", "output", "graduated", uint16(1), uint64(100000), d("10"), uint64(0), d("0"), v2},
+			{"pro", f.old, "venna-1", "output", "graduated", uint16(2), uint64(0), d("8"), uint64(0), d("0"), v2},
+			{"pro", f.month, "venna-1-mini", "output", "package", uint16(1), uint64(0), d("0"), uint64(1000000), d("0.5"), v2},
+		}},
+		{set: "invoice", name: "insert_subscription", rows: [][]any{
+			{"ws_a", f.prev, "pro", f.prev, uint64(1)}, {"ws_a", f.month, "", f.month, uint64(2)}, {"ws_a", f.month, "pro", f.month, uint64(3)},
+			{"ws_b", f.month, "pro", f.month, uint64(1)},
+		}},
+		{set: "invoice", name: "subscriptions", fill: []string{"workspaces", "AND workspace_id IN ('ws_a')"}},
+
 		// Spend control.
 		{set: "spend", name: "insert_budget", rows: [][]any{
 			{"ws_a", "", f.old, uint8(1), d("10"), []uint8{50, 80, 100}, uint8(1), uint64(1)},
