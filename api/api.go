@@ -112,6 +112,7 @@ type Server struct {
 	billing  Billing
 	spend    Spend
 	credits  Credits
+	plans    Plans
 	log      *slog.Logger
 	metrics  *metrics
 	now      func() time.Time
@@ -180,6 +181,9 @@ func (s *Server) Handler() http.Handler {
 			r.Post("/workspaces", s.createWorkspace)
 			r.Post("/keys/{key_id}/revoke", s.revokeKey)
 			r.Post("/invoices/run", s.runInvoices)
+			if s.plans != nil {
+				r.Get("/plans", s.listPlans)
+			}
 			r.Route("/workspaces/{workspace_id}", func(r chi.Router) {
 				r.Use(s.adminScope)
 				r.Get("/keys", s.listKeys)
@@ -195,6 +199,10 @@ func (s *Server) Handler() http.Handler {
 					r.Post("/credits", s.addGrant)
 					r.Post("/credits/{grant_id}/void", s.voidGrant)
 					r.Put("/billing_mode", s.setBillingMode)
+				}
+				if s.plans != nil {
+					r.Put("/subscription", s.setSubscription)
+					r.Delete("/subscription", s.cancelSubscription)
 				}
 				s.workspaceRoutes(r, "")
 			})
@@ -214,6 +222,7 @@ func (s *Server) workspaceRoutes(r chi.Router, prefix string) {
 	r.Get(prefix+"/invoices/{id}.html", s.getInvoiceHTML)
 	r.Get(prefix+"/spend", s.spendStatus)
 	r.Get(prefix+"/credits", s.creditBalance)
+	r.Get(prefix+"/subscription", s.subscription)
 }
 
 // limits bounds every request: its duration (the context every query runs on, and the

@@ -60,6 +60,14 @@ overrides:
       - {model: venna-1, effective_from: "2026-01-01T00:00:00Z", input: "1.00", cached_input: "0.50", output: "4.00"}
     discounts:
       - {effective_from: "2026-01-01T00:00:00Z", percent: "10"}
+plans:
+  - id: team
+    name: Team
+    versions:
+      - effective_from: "2026-01-01T00:00:00Z"
+        fee: "30.00"
+        rates:
+          - {model: venna-1-mini, token_class: output, pricing: per_unit, usd_per_million: "0.50"}
 `, change.Format(time.RFC3339))
 }
 
@@ -98,7 +106,7 @@ func newFixture(t *testing.T, opts ...fixtureOption) *fixture {
 		t.Fatal(err)
 	}
 	acfg := api.Config{Database: f.db, AdminToken: adminToken}
-	aopts := []api.Option{api.WithPrices(f.prices), api.WithAdmin(f.store, f.inv), api.WithSpend(spend.NewStore(conn, f.db)), api.WithCredits(f.inv)}
+	aopts := []api.Option{api.WithPrices(f.prices), api.WithAdmin(f.store, f.inv), api.WithSpend(spend.NewStore(conn, f.db)), api.WithCredits(f.inv), api.WithPlans(f.inv)}
 	for _, o := range opts {
 		o(f, &acfg, &aopts)
 	}

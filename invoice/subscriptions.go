@@ -57,6 +57,9 @@ func (iv *Invoicer) Subscribe(ctx context.Context, workspaceID, planID string, f
 	return s, nil
 }
 
+// Plans lists the price book's plans.
+func (iv *Invoicer) Plans() []*Plan { return iv.prices.Plans() }
+
 // Subscriptions returns the subscription changes of the given workspaces (nil: every
 // workspace), by workspace, in time order.
 func (iv *Invoicer) Subscriptions(ctx context.Context, workspaces []string) (map[string][]Subscription, error) {

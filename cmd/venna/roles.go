@@ -415,7 +415,7 @@ func runAPI(ctx context.Context, env *Env) error {
 	}
 	srv, err := api.New(api.Config{Database: c.ClickHouse.Database, AdminToken: c.AdminToken}, conn, auth, inv, env.Log,
 		api.WithPrices(prices), api.WithAdmin(apikey.NewStore(conn, c.ClickHouse.Database), inv),
-		api.WithSpend(spend.NewStore(conn, c.ClickHouse.Database)), api.WithCredits(inv))
+		api.WithSpend(spend.NewStore(conn, c.ClickHouse.Database)), api.WithCredits(inv), api.WithPlans(inv))
 	if err != nil {
 		return err
 	}
