@@ -22,37 +22,38 @@ const (
 // Plan is a priced offer workspaces subscribe to, versioned by effective_from like prices:
 // the version in force when usage happened prices it.
 type Plan struct {
-	ID       string
-	Name     string
-	Versions []PlanVersion // EffectiveFrom ascending
+	ID       string        `json:"id"`
+	Name     string        `json:"name"`
+	Versions []PlanVersion `json:"versions"` // EffectiveFrom ascending
 }
 
 // PlanVersion is what a plan charges from EffectiveFrom on. Amounts are in the book's
 // currency; Fee, Commitment and IncludedUsage are per calendar month and prorated by the
 // hour of subscription.
 type PlanVersion struct {
-	EffectiveFrom time.Time
-	Fee           decimal.Decimal // flat fee
-	Commitment    decimal.Decimal // minimum usage amount; a true-up line bills the shortfall
-	IncludedUsage decimal.Decimal // usage amount the fee includes
-	Rates         map[string]Rate // by model + "/" + token class
+	EffectiveFrom time.Time       `json:"effective_from"`
+	Fee           decimal.Decimal `json:"fee"`            // flat fee
+	Commitment    decimal.Decimal `json:"commitment"`     // minimum usage amount; a true-up line bills the shortfall
+	IncludedUsage decimal.Decimal `json:"included_usage"` // usage amount the fee includes
+	Rates         map[string]Rate `json:"rates"`          // by model + "/" + token class
 }
 
 // Rate prices one model's token class on a plan. Classes and models without a rate are
 // priced by the price book (or the workspace's own prices), per unit.
 type Rate struct {
-	Model, Class string
-	Pricing      string
-	PerMillion   decimal.Decimal // per_unit
-	Tiers        []Tier          // graduated, volume: UpTo ascending, the last unbounded
-	PackageSize  uint64          // package: tokens per package
-	PackagePrice decimal.Decimal // package: price of one package
+	Model        string          `json:"model"`
+	Class        string          `json:"token_class"`
+	Pricing      string          `json:"pricing"`
+	PerMillion   decimal.Decimal `json:"usd_per_million,omitzero"` // per_unit
+	Tiers        []Tier          `json:"tiers,omitempty"`          // graduated, volume: UpTo ascending, the last unbounded
+	PackageSize  uint64          `json:"package_size,omitempty"`   // package: tokens per package
+	PackagePrice decimal.Decimal `json:"package_price,omitzero"`   // package: price of one package
 }
 
 // Tier is a band of a period's tokens: up to UpTo (0: no bound) at PerMillion per 1M.
 type Tier struct {
-	UpTo       uint64
-	PerMillion decimal.Decimal
+	UpTo       uint64          `json:"up_to"` // 0: no bound
+	PerMillion decimal.Decimal `json:"usd_per_million"`
 }
 
 type planEntry struct {

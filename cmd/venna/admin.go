@@ -143,6 +143,24 @@ func invoiceCmd() *command {
 	}
 }
 
+// openInvoicer connects to ClickHouse and opens the invoicer of the price file; close
+// closes the connection.
+func openInvoicer(ctx context.Context, env *Env, cfg invoice.Config) (inv *invoice.Invoicer, close func(), err error) {
+	prices, err := invoice.LoadPriceBook(env.Config.PricesFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := openDB(ctx, env)
+	if err != nil {
+		return nil, nil, err
+	}
+	if inv, err = invoice.New(cfg, conn, prices); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return inv, func() { conn.Close() }, nil
+}
+
 func runInvoice(ctx context.Context, env *Env, sub string, args []string, workspace, format string, period time.Time) error {
 	cfg := env.Config.invoiceConfig()
 	if err := cfg.Validate(); err != nil {
@@ -154,19 +172,11 @@ func runInvoice(ctx context.Context, env *Env, sub string, args []string, worksp
 			env.Progress.Update("invoiced %d of %d workspaces", stored, total)
 		}
 	}
-	conn, err := openDB(ctx, env)
+	inv, closeDB, err := openInvoicer(ctx, env, cfg)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	prices, err := invoice.LoadPriceBook(env.Config.PricesFile)
-	if err != nil {
-		return err
-	}
-	inv, err := invoice.New(cfg, conn, prices)
-	if err != nil {
-		return err
-	}
+	defer closeDB()
 	switch sub {
 	case "run":
 		if period.IsZero() {

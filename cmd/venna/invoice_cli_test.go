@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -104,3 +106,50 @@ func TestInvoiceRunProgress(t *testing.T) {
 		})
 	}
 }
+
+// Plans from the CLI: list the price file's plans, subscribe a workspace, show it, cancel
+// from the next hour; an unknown plan is refused.
+func TestPlanCommands(t *testing.T) {
+	cfg, _ := testenv.ClickHouse(t)
+	prices := filepath.Join(t.TempDir(), "prices.yaml")
+	book, err := os.ReadFile("../../deploy/prices.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	book = append(book, []byte(`plans:
+  - id: team
+    name: Team
+    versions:
+      - effective_from: "2026-01-01T00:00:00Z"
+        fee: "20.00"
+        rates:
+          - {model: venna-1, token_class: output, pricing: graduated, tiers: [{up_to: 1000000, usd_per_million: "10.00"}, {usd_per_million: "8.00"}]}
+`)...)
+	if err := os.WriteFile(prices, book, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"--clickhouse-addr", cfg.Addr, "--clickhouse-database", cfg.Database, "--prices-file", prices, "--log-level", "error"}
+	venna := func(args ...string) (string, error) {
+		var out strings.Builder
+		err := run(t.Context(), append(args, base...), &out)
+		return out.String(), err
+	}
+	var out string
+	if out, err = venna("plan", "list"); err != nil || !strings.Contains(out, `"id": "team"`) || !strings.Contains(out, `"graduated"`) {
+		t.Fatalf("plan list: %v\n%s", err, out)
+	}
+	hour := time.Now().UTC().Truncate(time.Hour)
+	if out, err = venna("plan", "subscribe", "--workspace", "ws_cli", "--plan", "team"); err != nil || !strings.Contains(out, "on team from "+hour.Format(time.RFC3339)) {
+		t.Fatalf("plan subscribe: %v\n%s", err, out)
+	}
+	if out, err = venna("plan", "cancel", "--workspace", "ws_cli"); err != nil || !strings.Contains(out, "on the default plan from "+hour.Add(time.Hour).Format(time.RFC3339)) {
+		t.Fatalf("plan cancel: %v\n%s", err, out)
+	}
+	if out, err = venna("plan", "show", "--workspace", "ws_cli"); err != nil || strings.Count(out, `"plan_id"`) != 2 {
+		t.Fatalf("plan show: %v\n%s", err, out)
+	}
+	if _, err = venna("plan", "subscribe", "--workspace", "ws_cli", "--plan", "gold"); err == nil || !strings.Contains(err.Error(), "no such plan") {
+		t.Errorf("subscribing to an unknown plan: %v", err)
+	}
+}
+

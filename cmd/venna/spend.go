@@ -169,19 +169,11 @@ func creditCmd() *command {
 					return invalid(err)
 				}
 			}
-			conn, err := openDB(ctx, env)
+			iv, closeDB, err := openInvoicer(ctx, env, cfg)
 			if err != nil {
 				return err
 			}
-			defer conn.Close()
-			prices, err := invoice.LoadPriceBook(env.Config.PricesFile)
-			if err != nil {
-				return err
-			}
-			iv, err := invoice.New(cfg, conn, prices)
-			if err != nil {
-				return err
-			}
+			defer closeDB()
 			switch sub {
 			case "grant":
 				g, err = iv.AddGrant(ctx, g)
