@@ -152,4 +152,3 @@ func TestPlanCommands(t *testing.T) {
 		t.Errorf("subscribing to an unknown plan: %v", err)
 	}
 }
-
