@@ -286,3 +286,31 @@ func TestSubscribeRefuses(t *testing.T) {
 		t.Errorf("refused changes were stored: %v %v", subs, err)
 	}
 }
+
+// README's worked example ("Plans and rate cards"), on deploy/prices.yaml.
+func TestReadmePlanExample(t *testing.T) {
+	e := newEnv(t)
+	pb, err := LoadPriceBook("../deploy/prices.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.iv.prices = pb
+	dec := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	subAt := time.Date(2026, 12, 10, 12, 0, 0, 0, time.UTC)
+	e.subscribe("ws_readme", "team", subAt, subAt)
+	e.send(
+		event{ws: "ws_readme", model: "venna-1", at: subAt.Add(2 * time.Hour), prompt: 100000, completion: 1200000},
+		event{ws: "ws_readme", model: "venna-1-mini", at: subAt.Add(3 * time.Hour), completion: 2500000},
+	)
+	e.run(dec, time.Date(2026, 12, 20, 0, 0, 0, 0, time.UTC))
+	inv := e.get("ws_readme", dec)
+	checkLines(t, inv, []line{
+		{kind: KindFee, model: "team", qty: 516, price: "20", amount: "13.870968"},
+		{kind: KindUsage, model: "venna-1", class: "input", qty: 100000, price: "2.5", amount: "0.25"},
+		{kind: KindUsage, model: "venna-1", class: "output/tier:1", qty: 1000000, price: "10", amount: "10"},
+		{kind: KindUsage, model: "venna-1", class: "output/tier:2", qty: 200000, price: "8", amount: "1.6"},
+		{kind: KindUsage, model: "venna-1-mini", class: "output/package:1000000", qty: 2500000, price: "0.5", amount: "1.5"},
+		{kind: KindCommitment, model: "team", price: "69.354839", amount: "56.004839"},
+	}, "83.225807", "83.23")
+	e.reconcileClean(inv)
+}

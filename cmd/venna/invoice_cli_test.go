@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -111,31 +109,15 @@ func TestInvoiceRunProgress(t *testing.T) {
 // from the next hour; an unknown plan is refused.
 func TestPlanCommands(t *testing.T) {
 	cfg, _ := testenv.ClickHouse(t)
-	prices := filepath.Join(t.TempDir(), "prices.yaml")
-	book, err := os.ReadFile("../../deploy/prices.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	book = append(book, []byte(`plans:
-  - id: team
-    name: Team
-    versions:
-      - effective_from: "2026-01-01T00:00:00Z"
-        fee: "20.00"
-        rates:
-          - {model: venna-1, token_class: output, pricing: graduated, tiers: [{up_to: 1000000, usd_per_million: "10.00"}, {usd_per_million: "8.00"}]}
-`)...)
-	if err := os.WriteFile(prices, book, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	prices := "../../deploy/prices.yaml" // its example plan, team
 	base := []string{"--clickhouse-addr", cfg.Addr, "--clickhouse-database", cfg.Database, "--prices-file", prices, "--log-level", "error"}
 	venna := func(args ...string) (string, error) {
 		var out strings.Builder
 		err := run(t.Context(), append(args, base...), &out)
 		return out.String(), err
 	}
-	var out string
-	if out, err = venna("plan", "list"); err != nil || !strings.Contains(out, `"id": "team"`) || !strings.Contains(out, `"graduated"`) {
+	out, err := venna("plan", "list")
+	if err != nil || !strings.Contains(out, `"id": "team"`) || !strings.Contains(out, `"graduated"`) {
 		t.Fatalf("plan list: %v\n%s", err, out)
 	}
 	hour := time.Now().UTC().Truncate(time.Hour)
