@@ -24,6 +24,22 @@ prices:
   - {model: m-2, effective_from: "2026-01-01T00:00:00Z", input: "1.10", cached_input: "0.275", output: "4.40"}
 `
 
+// benchPlan is a plan with graduated output rates for every benchmark model, a fee and a
+// commitment, which the "graduated" case subscribes every workspace to.
+const benchPlan = `plans:
+  - id: grad
+    name: Graduated
+    versions:
+      - effective_from: "2026-01-01T00:00:00Z"
+        fee: "20.00"
+        commitment: "50.00"
+        rates:
+          - {model: m-0, token_class: input, pricing: per_unit, usd_per_million: "2.00"}
+          - {model: m-0, token_class: output, pricing: graduated, tiers: [{up_to: 100000, usd_per_million: "10.00"}, {up_to: 1000000, usd_per_million: "8.00"}, {usd_per_million: "6.00"}]}
+          - {model: m-1, token_class: output, pricing: graduated, tiers: [{up_to: 500000, usd_per_million: "0.60"}, {usd_per_million: "0.40"}]}
+          - {model: m-2, token_class: output, pricing: graduated, tiers: [{up_to: 200000, usd_per_million: "4.40"}, {up_to: 2000000, usd_per_million: "4.00"}, {usd_per_million: "3.50"}]}
+`
+
 const (
 	benchModels = 3
 	benchEvents = 10_000_000 // raw events a month, whatever the number of workspaces
@@ -142,7 +158,8 @@ func heapPeak(f func()) uint64 {
 
 // BenchmarkRun times one invoice run of January for 1,000 and 10,000 workspaces over a
 // month of about 10M events, next to a plain GROUP BY over the same hourly rollup rows and
-// over the 10M raw events, measured in the same run. The run reads only rollups: its cost
+// over the 10M raw events, measured in the same run; and 10,000 workspaces on a plan with
+// graduated rate cards for every model, a fee and a commitment. The run reads only rollups: its cost
 // follows workspaces x models (x active hours), not raw events; the "10x events" case has
 // ten times the events in the same rollup rows, and takes the same time.
 //
@@ -153,10 +170,12 @@ func BenchmarkRun(parent *testing.B) {
 		workspaces int
 		hours      int // active hours per workspace x model
 		tenX       bool
+		plan       bool // every workspace on benchPlan (graduated rate cards, a fee, a commitment)
 	}{
-		{"workspaces=1000", 1000, monthHours, false},
-		{"workspaces=1000,events=10x", 1000, monthHours, true},
-		{"workspaces=10000", 10_000, benchEvents / (10_000 * benchModels), false},
+		{"workspaces=1000", 1000, monthHours, false, false},
+		{"workspaces=1000,events=10x", 1000, monthHours, true, false},
+		{"workspaces=10000", 10_000, benchEvents / (10_000 * benchModels), false, false},
+		{"workspaces=10000,graduated", 10_000, benchEvents / (10_000 * benchModels), false, true},
 	} {
 		// Loaded on the sub-benchmark's first call only (it is called again with a larger
 		// b.N), into a database of the parent's, dropped when the parent ends.
@@ -182,7 +201,16 @@ func BenchmarkRun(parent *testing.B) {
 			if raw {
 				loadRawEvents(parent, conn, cfg.Database, c.workspaces)
 			}
-			pb, err := ParsePriceBook([]byte(benchBook))
+			book := benchBook
+			if c.plan {
+				book += benchPlan
+				q := fmt.Sprintf(`INSERT INTO %s.subscriptions (workspace_id, effective_from, plan_id, created_at, version)
+SELECT concat('ws_', toString(number)), toDateTime(%d, 'UTC'), 'grad', now(), 1 FROM numbers(%d)`, cfg.Database, jan.Unix(), c.workspaces)
+				if err := conn.Exec(context.Background(), q); err != nil {
+					parent.Fatal(err)
+				}
+			}
+			pb, err := ParsePriceBook([]byte(book))
 			if err != nil {
 				parent.Fatal(err)
 			}
