@@ -59,13 +59,19 @@ type spendStack struct {
 
 func newSpendStack(t *testing.T, ctx context.Context, gateways int, refresh time.Duration) *spendStack {
 	t.Helper()
+	return newStack(t, ctx, gateways, refresh, spendPrices)
+}
+
+// newStack is newSpendStack on the price book book (which prices venna-1).
+func newStack(t *testing.T, ctx context.Context, gateways int, refresh time.Duration, book string) *spendStack {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	chCfg, conn := testenv.ClickHouse(t)
 	brokers, topic := testenv.Topic(t, 2)
 	s := &spendStack{t: t, ctx: ctx, conn: conn, db: chCfg.Database, store: apikey.NewStore(conn, chCfg.Database), spend: spend.NewStore(conn, chCfg.Database),
 		admin: "admin-token-for-spend-tests"}
 	var err error
-	if s.book, err = invoice.ParsePriceBook([]byte(spendPrices)); err != nil {
+	if s.book, err = invoice.ParsePriceBook([]byte(book)); err != nil {
 		t.Fatal(err)
 	}
 	sim := (&simupstream.Server{}).Handler()
@@ -121,7 +127,7 @@ func newSpendStack(t *testing.T, ctx context.Context, gateways int, refresh time
 	go func() { cons.Run(consCtx); close(done) }()
 	t.Cleanup(func() { stop(); <-done })
 	srv, err := api.New(api.Config{Database: s.db, AdminToken: s.admin}, conn, auth, s.invoices, log,
-		api.WithPrices(s.book), api.WithAdmin(s.store, s.invoices), api.WithSpend(s.spend), api.WithCredits(s.invoices))
+		api.WithPrices(s.book), api.WithAdmin(s.store, s.invoices), api.WithSpend(s.spend), api.WithCredits(s.invoices), api.WithPlans(s.invoices))
 	if err != nil {
 		t.Fatal(err)
 	}
