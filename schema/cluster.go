@@ -91,6 +91,9 @@ var placements = map[string]string{
 	// Credits: a few rows per workspace, read with the invoices.
 	"credit_grants": onEveryServer,
 	"billing_modes": onEveryServer,
+	// Stripe pushes: a few rows per workspace and invoice.
+	"stripe_customers":    onEveryServer,
+	"stripe_invoice_sync": onEveryServer,
 }
 
 var (
