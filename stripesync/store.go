@@ -157,7 +157,7 @@ type pendingInvoice struct {
 }
 
 func (s *Store) pending(ctx context.Context, since time.Time) ([]pendingInvoice, error) {
-	rows, err := s.conn.Query(ctx, sqlset.Fill(pendingSQL, "db", s.db, "since", fmt.Sprint(since.Unix())))
+	rows, err := s.conn.Query(ctx, sqlset.Fill(pendingSQL, "db", s.db, "since", fmt.Sprint(max(since.Unix(), 0))))
 	if err != nil {
 		return nil, fmt.Errorf("read invoices to push to stripe: %w", err)
 	}
