@@ -112,6 +112,7 @@ type Server struct {
 	billing  Billing
 	spend    Spend
 	credits  Credits
+	stripe   StripeStatus
 	log      *slog.Logger
 	metrics  *metrics
 	now      func() time.Time
@@ -195,6 +196,10 @@ func (s *Server) Handler() http.Handler {
 					r.Post("/credits", s.addGrant)
 					r.Post("/credits/{grant_id}/void", s.voidGrant)
 					r.Put("/billing_mode", s.setBillingMode)
+				}
+				if s.stripe != nil {
+					r.Get("/stripe", s.stripeStatuses)
+					r.Get("/invoices/{id}/stripe", s.stripeStatus)
 				}
 				s.workspaceRoutes(r, "")
 			})

@@ -6,7 +6,7 @@
 -- The finalized and void invoices of periods from {since} on whose push is not complete
 -- for their current status: never pushed, pushed halfway, or pushed and voided since.
 -- Oldest period first, so a backlog is pushed in the order it was billed.
-SELECT invoice_id, workspace_id, status, version
+SELECT invoice_id, workspace_id, period_start, status, version
 FROM {db}.invoices FINAL
 WHERE status IN ('finalized', 'void') AND period_start >= toDateTime({since}, 'UTC')
     AND (invoice_id, status) NOT IN (SELECT invoice_id, done_for FROM {db}.stripe_invoice_sync FINAL)

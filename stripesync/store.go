@@ -153,6 +153,7 @@ func (s *Store) workspaceName(ctx context.Context, workspaceID string) (string, 
 // pendingInvoice is a frozen Venna invoice whose push is not complete for its status.
 type pendingInvoice struct {
 	ID, WorkspaceID, Status string
+	PeriodStart             time.Time
 	Version                 uint64
 }
 
@@ -165,9 +166,10 @@ func (s *Store) pending(ctx context.Context, since time.Time) ([]pendingInvoice,
 	var out []pendingInvoice
 	for rows.Next() {
 		var p pendingInvoice
-		if err := rows.Scan(&p.ID, &p.WorkspaceID, &p.Status, &p.Version); err != nil {
+		if err := rows.Scan(&p.ID, &p.WorkspaceID, &p.PeriodStart, &p.Status, &p.Version); err != nil {
 			return nil, fmt.Errorf("scan invoice to push: %w", err)
 		}
+		p.PeriodStart = p.PeriodStart.UTC()
 		out = append(out, p)
 	}
 	return out, rows.Err()

@@ -179,7 +179,7 @@ func (s *Syncer) Run(ctx context.Context) (Result, error) {
 			return res, err
 		}
 		if !ok {
-			st = Status{Object: statusObject, InvoiceID: p.ID, WorkspaceID: p.WorkspaceID, State: StateNotPushed}
+			st = Status{Object: statusObject, InvoiceID: p.ID, WorkspaceID: p.WorkspaceID, PeriodStart: p.PeriodStart, State: StateNotPushed}
 		}
 		if st.NextAttemptAt.After(s.now()) {
 			res.Deferred = append(res.Deferred, p.ID)
@@ -300,7 +300,7 @@ func (s *Syncer) push(ctx context.Context, p pendingInvoice, st *Status) error {
 		// The version is fixed here, by the first step. A later finalized version (two
 		// invoice runs finalizing at once write the same lines at two versions) keeps
 		// this push and its keys.
-		st.InvoiceVersion, st.PeriodStart = inv.Version, inv.PeriodStart
+		st.InvoiceVersion = inv.Version
 	}
 	if len(inv.Lines) == 0 {
 		st.doneFor = invoice.StatusFinalized
