@@ -253,8 +253,8 @@ type jobs struct {
 	mu     sync.Mutex         // one job at a time in this process, the Stripe push aside
 	// stripeMu keeps Stripe pushes one at a time; the push never takes mu.
 	stripeMu sync.Mutex
-	now    func() time.Time
-	last   error
+	now      func() time.Time
+	last     error
 
 	metrics *jobMetrics // nil: none (ops.go)
 }
