@@ -211,7 +211,8 @@ func (s *Syncer) Run(ctx context.Context) (Result, error) {
 			return res, errors.Join(err, ferr)
 		}
 		if unavailable(err) {
-			// Stripe is unreachable or unwell: every other invoice would wait on it too.
+			// Stripe is unreachable, unwell or refuses the key: every other invoice would
+			// fail the same way.
 			s.log.Warn("stripe unavailable: push resumes on a later run", "invoice", p.ID, "err", err)
 			break
 		}
@@ -249,14 +250,16 @@ func request(err error) error {
 }
 
 // unavailable reports whether err is a Stripe request that got no answer, or an answer
-// saying Stripe cannot take requests now (429, 5xx), as opposed to one refusing the step.
+// saying Stripe cannot take requests now (429, 5xx) or takes none with this key (401), as
+// opposed to one refusing this step alone.
 func unavailable(err error) bool {
 	var re *requestError
 	if !errors.As(err, &re) {
 		return false
 	}
 	var se *stripe.Error
-	return !errors.As(err, &se) || se.HTTPStatusCode >= 500 || se.HTTPStatusCode == http.StatusTooManyRequests
+	return !errors.As(err, &se) || se.HTTPStatusCode >= 500 || se.HTTPStatusCode == http.StatusTooManyRequests ||
+		se.HTTPStatusCode == http.StatusUnauthorized
 }
 
 // failed records a failed try of the invoice's current step, and when to try again.
