@@ -113,6 +113,7 @@ type Server struct {
 	spend    Spend
 	credits  Credits
 	plans    Plans
+	stripe   StripeStatus
 	log      *slog.Logger
 	metrics  *metrics
 	now      func() time.Time
@@ -203,6 +204,10 @@ func (s *Server) Handler() http.Handler {
 				if s.plans != nil {
 					r.Put("/subscription", s.setSubscription)
 					r.Delete("/subscription", s.cancelSubscription)
+				}
+				if s.stripe != nil {
+					r.Get("/stripe", s.stripeStatuses)
+					r.Get("/invoices/{id}/stripe", s.stripeStatus)
 				}
 				s.workspaceRoutes(r, "")
 			})

@@ -16,6 +16,7 @@ import (
 	"github.com/venna/metering/apikey"
 	"github.com/venna/metering/invoice"
 	"github.com/venna/metering/spend"
+	"github.com/venna/metering/stripesync"
 )
 
 type openAPIDoc struct {
@@ -44,7 +45,7 @@ func readOpenAPI(t *testing.T, h http.Handler) (openAPIDoc, []byte) {
 func adminServer(t *testing.T) http.Handler {
 	t.Helper()
 	srv, err := api.New(api.Config{Database: "unused", AdminToken: adminToken}, nil, nil, nil,
-		slog.New(slog.NewTextHandler(io.Discard, nil)), api.WithAdmin(&apikey.Store{}, fakeBilling{}), api.WithSpend(spend.NewStore(nil, "unused")), api.WithCredits(&invoice.Invoicer{}), api.WithPlans(&invoice.Invoicer{}))
+		slog.New(slog.NewTextHandler(io.Discard, nil)), api.WithAdmin(&apikey.Store{}, fakeBilling{}), api.WithSpend(spend.NewStore(nil, "unused")), api.WithCredits(&invoice.Invoicer{}), api.WithPlans(&invoice.Invoicer{}), api.WithStripe(stripesync.NewStore(nil, "unused")))
 	if err != nil {
 		t.Fatal(err)
 	}

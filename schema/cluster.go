@@ -95,6 +95,9 @@ var placements = map[string]string{
 	"subscriptions": onEveryServer,
 	"plans":         onEveryServer,
 	"plan_rates":    onEveryServer,
+	// Stripe pushes: a few rows per workspace and invoice.
+	"stripe_customers":    onEveryServer,
+	"stripe_invoice_sync": onEveryServer,
 }
 
 var (

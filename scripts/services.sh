@@ -2,12 +2,14 @@
 # Installs (if missing) and starts/stops the real services Venna needs on one machine:
 # a ClickHouse, a single-node Apache Kafka broker in KRaft mode and a Redis (what gateway
 # replicas share budgets and rate limits through), each as a plain process with its config
-# and data under $VENNA_STATE_DIR, on ports of ours.
+# and data under $VENNA_STATE_DIR, on ports of ours; and for the tests, stripe-mock (Stripe's
+# API stand-in, stateless: it validates requests and answers with fixtures).
 #
 #   scripts/services.sh start   # install + start all three, wait until they answer
 #   scripts/services.sh stop    # stop them
 #   scripts/services.sh env     # print the env vars that point Venna and the tests at them
 #   scripts/services.sh kafka-stop | kafka-start | clickhouse-stop | clickhouse-start | redis-stop | redis-start
+#   scripts/services.sh stripe-mock-start | stripe-mock-stop   # on VENNA_STRIPE_MOCK_PORT (12111)
 #
 # VENNA_CLICKHOUSE_ENGINE picks the ClickHouse:
 #   18.16 (default)  Debian's clickhouse-server, native protocol on VENNA_CH_TCP_PORT, HTTP on
@@ -34,6 +36,9 @@ CHDB_VENV="$CACHE/chdb-core-$CHDB_VERSION"
 KAFKA_PORT=${VENNA_KAFKA_PORT:-19092}
 KAFKA_CONTROLLER_PORT=${VENNA_KAFKA_CONTROLLER_PORT:-19093}
 REDIS_PORT=${VENNA_REDIS_PORT:-16379}
+STRIPE_MOCK_PORT=${VENNA_STRIPE_MOCK_PORT:-12111}
+STRIPE_MOCK_VERSION=0.203.0
+STRIPE_MOCK_BIN="$CACHE/stripe-mock-$STRIPE_MOCK_VERSION/stripe-mock"
 
 install_chdb() {
   [ -f "$CHDB_VENV/.complete" ] && return 0
@@ -193,6 +198,27 @@ redis_start() {
 
 redis_stop() { stop_pid "$STATE/redis/pid" "${1:-TERM}"; }
 
+# stripe-mock is built from source with the Go toolchain (the Go module proxy), once, into
+# the cache.
+install_stripe_mock() {
+  [ -x "$STRIPE_MOCK_BIN" ] && return 0
+  log "building stripe-mock $STRIPE_MOCK_VERSION into $(dirname "$STRIPE_MOCK_BIN")"
+  GOBIN=$(dirname "$STRIPE_MOCK_BIN") go install "github.com/stripe/stripe-mock@v$STRIPE_MOCK_VERSION" >&2
+}
+
+stripe_mock_start() {
+  install_stripe_mock
+  local dir="$STATE/stripe-mock"
+  if pid_alive "$dir/pid" && port_open "$STRIPE_MOCK_PORT"; then return 0; fi
+  mkdir -p "$dir"
+  log "starting stripe-mock $STRIPE_MOCK_VERSION on 127.0.0.1:$STRIPE_MOCK_PORT"
+  "$STRIPE_MOCK_BIN" -http-addr "127.0.0.1:$STRIPE_MOCK_PORT" >"$dir/stripe-mock.log" 2>&1 &
+  echo $! > "$dir/pid"
+  wait_for stripe-mock 30 port_open "$STRIPE_MOCK_PORT" || { cat "$dir/stripe-mock.log" >&2; return 1; }
+}
+
+stripe_mock_stop() { stop_pid "$STATE/stripe-mock/pid" "${1:-TERM}"; }
+
 print_env() {
   case "$CH_ENGINE" in
     26.9) cat <<ENV
@@ -218,11 +244,12 @@ ENV
   esac
   echo "export VENNA_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
   echo "export VENNA_REDIS_ADDR=127.0.0.1:$REDIS_PORT"
+  echo "export VENNA_STRIPE_MOCK_URL=http://127.0.0.1:$STRIPE_MOCK_PORT"
 }
 
 case "${1:-}" in
   start) clickhouse_start; kafka_start; redis_start; print_env ;;
-  stop) stop_pid "$STATE/venna.pid"; redis_stop; kafka_stop; clickhouse_stop ;;
+  stop) stop_pid "$STATE/venna.pid"; stripe_mock_stop; redis_stop; kafka_stop; clickhouse_stop ;;
   env) print_env ;;
   clickhouse-start) clickhouse_start ;;
   clickhouse-stop) clickhouse_stop "${2:-TERM}" ;;
@@ -230,7 +257,9 @@ case "${1:-}" in
   kafka-stop) kafka_stop "${2:-TERM}" ;;
   redis-start) redis_start ;;
   redis-stop) redis_stop "${2:-TERM}" ;;
-  fetch) fetch_kafka; install_clickhouse; install_chdb; install_redis ;;
+  stripe-mock-start) stripe_mock_start ;;
+  stripe-mock-stop) stripe_mock_stop "${2:-TERM}" ;;
+  fetch) fetch_kafka; install_clickhouse; install_chdb; install_redis; install_stripe_mock ;;
   kafka-cluster-id) for _ in $(seq "${2:-1}"); do kafka_cluster_id; done ;;
-  *) echo "usage: $0 start|stop|env|fetch|kafka-start|kafka-stop [SIG]|clickhouse-start|clickhouse-stop [SIG]|redis-start|redis-stop [SIG]|kafka-cluster-id [N]" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|env|fetch|kafka-start|kafka-stop [SIG]|clickhouse-start|clickhouse-stop [SIG]|redis-start|redis-stop [SIG]|stripe-mock-start|stripe-mock-stop [SIG]|kafka-cluster-id [N]" >&2; exit 2 ;;
 esac

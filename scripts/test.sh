@@ -4,7 +4,8 @@
 #   18.16  Debian's clickhouse-server, over the native protocol
 #   26.9   the ClickHouse 26.9 engine (chdb-core) behind the scripts/chdb_http.py harness,
 #          over HTTPS, as ClickHouse Cloud is reached
-# It installs and starts one Kafka broker and both ClickHouses once (scripts/services.sh),
+# It installs and starts one Kafka broker, a Redis, stripe-mock (Stripe's API stand-in, at
+# VENNA_STRIPE_MOCK_URL) and both ClickHouses once (scripts/services.sh),
 # runs `go test` against each in turn (each test in its own database and topic; tests
 # that compare the versions statement by statement reach the other one through
 # VENNA_TEST_CLICKHOUSE_COMPARE), and stops them.
@@ -53,6 +54,7 @@ services() { # services ENGINE-or-kafka COMMAND: scripts/services.sh with that p
   case "$part" in
     kafka) VENNA_STATE_DIR=$BASE/kafka scripts/services.sh "$@" ;;
     redis) VENNA_STATE_DIR=$BASE/redis scripts/services.sh "$@" ;;
+    stripe) VENNA_STATE_DIR=$BASE/stripe scripts/services.sh "$@" ;;
     18.16) VENNA_STATE_DIR=$BASE/ch-18.16 VENNA_CLICKHOUSE_ENGINE=18.16 VENNA_CH_TCP_PORT=$P \
              VENNA_CH_HTTP_PORT=$((P + 123)) VENNA_CH_TLS_PORT=$((P + 440)) scripts/services.sh "$@" ;;
     26.9) VENNA_STATE_DIR=$BASE/ch-26.9 VENNA_CLICKHOUSE_ENGINE=26.9 VENNA_CH_HTTP_PORT=$((P + 124)) \
@@ -60,13 +62,14 @@ services() { # services ENGINE-or-kafka COMMAND: scripts/services.sh with that p
   esac
 }
 export VENNA_KAFKA_PORT=$((P + 92)) VENNA_KAFKA_CONTROLLER_PORT=$((P + 93)) VENNA_REDIS_PORT=$((P + 379))
+export VENNA_STRIPE_MOCK_PORT=$((P + 512)) VENNA_STRIPE_MOCK_URL=http://127.0.0.1:$((P + 512))
 # One CA for every server the suite starts, its fault tests' private ones included.
 export VENNA_TLS_DIR=$BASE/tls
 
 # The cluster tests' nodes: their own state directory and ports (P+2000 and above).
 export VENNA_CLUSTER_STATE_DIR=$BASE/cluster VENNA_CLUSTER_PORT_BASE=$((P + 2000))
 stop_all() {
-  services redis redis-stop; services kafka kafka-stop; services 18.16 clickhouse-stop; services 26.9 clickhouse-stop
+  services stripe stripe-mock-stop; services redis redis-stop; services kafka kafka-stop; services 18.16 clickhouse-stop; services 26.9 clickhouse-stop
   [ ! -d "$VENNA_CLUSTER_STATE_DIR" ] || scripts/cluster.sh stop
 }
 stop_all >/dev/null 2>&1 || true
@@ -74,6 +77,7 @@ rm -rf "$BASE"
 trap 'stop_all; rm -rf "$BASE"' EXIT
 services kafka kafka-start
 services redis redis-start
+services stripe stripe-mock-start
 services 18.16 clickhouse-start
 services 26.9 clickhouse-start
 

@@ -57,6 +57,13 @@ type Config struct {
 	InvoiceGrace      time.Duration
 	AggregateMetrics  string
 
+	StripeAPIKey       string
+	StripeAPIBase      string
+	StripeCollection   string
+	StripeDaysUntilDue int
+	StripeSince        time.Time
+	StripeSchedule     string
+
 	SimAddr   string
 	SimAPIKey string
 	LogLevel  string
@@ -79,6 +86,7 @@ var groups = []group{
 	{"keys", "API keys"},
 	{"prices", "Price book"},
 	{"invoices", "Invoices"},
+	{"stripe", "Stripe"},
 	{"spool", "Usage spool"},
 	{"limits", "Budgets and rate limits"},
 	{"redis", "Shared limits (Redis)"},
@@ -248,6 +256,11 @@ func (c *Config) settings() []setting {
 		{"keys", "key-refresh", "VENNA_KEY_REFRESH", "2s", "how often gateways and the API reload API keys", dur(&c.KeyRefresh)},
 		{"prices", "prices-file", "VENNA_PRICES_FILE", "deploy/prices.yaml", "price book (YAML)", str(&c.PricesFile)},
 		{"invoices", "invoice-grace", "VENNA_INVOICE_GRACE", "72h", "how long after a period ends its invoice stays a draft", dur(&c.InvoiceGrace)},
+		{"stripe", "stripe-api-key", "VENNA_STRIPE_API_KEY", "", "Stripe secret key finalized invoices are pushed to Stripe with (empty: Stripe off, nothing is pushed)", str(&c.StripeAPIKey)},
+		{"stripe", "stripe-api-base", "VENNA_STRIPE_API_BASE", "https://api.stripe.com", "Stripe API URL (stripe-mock in tests)", str(&c.StripeAPIBase)},
+		{"stripe", "stripe-collection-method", "VENNA_STRIPE_COLLECTION_METHOD", "send_invoice", "how Stripe collects an invoice: send_invoice (emailed, due in --stripe-days-until-due days) or charge_automatically (the customer's default payment method)", oneOf(&c.StripeCollection, "send_invoice", "charge_automatically")},
+		{"stripe", "stripe-days-until-due", "VENNA_STRIPE_DAYS_UNTIL_DUE", "30", "days a send_invoice Stripe invoice is due in, 1 to 3650", num(&c.StripeDaysUntilDue)},
+		{"stripe", "stripe-since", "VENNA_STRIPE_SINCE", "", "first invoice period pushed to Stripe, YYYY-MM (empty: every finalized invoice)", parsed(optionalMonth{&c.StripeSince})},
 		{"spool", "spool-dir", "VENNA_SPOOL_DIR", "data/spool", "gateway's write-ahead spool of usage events (one per gateway process)", str(&c.SpoolDir)},
 		{"spool", "spool-max-bytes", "VENNA_SPOOL_MAX_BYTES", "1073741824", "spool size at which the gateway refuses completions (503)", num64(&c.SpoolMaxBytes)},
 		{"spool", "spool-sync-interval", "VENNA_SPOOL_SYNC_INTERVAL", "100ms", "fsync period of the spool; negative = fsync every event", dur(&c.SpoolSync)},
@@ -263,6 +276,7 @@ func (c *Config) settings() []setting {
 		{"aggregate", "aggregate-schedule", "VENNA_AGGREGATE_SCHEDULE", "@every 1m", "cron schedule of the hourly rollup", parsed(cronValue{&c.AggregateSchedule})},
 		{"aggregate", "invoice-schedule", "VENNA_INVOICE_SCHEDULE", "@every 5m", "cron schedule of the invoice run (current and previous month)", parsed(cronValue{&c.InvoiceSchedule})},
 		{"aggregate", "alert-schedule", "VENNA_ALERT_SCHEDULE", "@every 1m", "cron schedule of the budget alerts job", parsed(cronValue{&c.AlertSchedule})},
+		{"aggregate", "stripe-schedule", "VENNA_STRIPE_SCHEDULE", "@every 5m", "cron schedule of the Stripe push (with --stripe-api-key; failed pushes retried with backoff)", parsed(cronValue{&c.StripeSchedule})},
 		{"aggregate", "aggregate-metrics-addr", "VENNA_AGGREGATE_METRICS_ADDR", "127.0.0.1:9102", "aggregate role's /healthz, /readyz and /metrics listen address (empty: none)", str(&c.AggregateMetrics)},
 		{"api", "api-addr", "VENNA_API_ADDR", "127.0.0.1:8081", "REST API listen address", str(&c.APIAddr)},
 		{"api", "admin-token", "VENNA_ADMIN_TOKEN", "", "bearer token of the REST API's admin routes under /v1/admin/, 16+ characters (empty: admin API off)", str(&c.AdminToken)},
@@ -308,7 +322,7 @@ func (c *Config) bind(fs *flag.FlagSet, names ...string) (bad map[string]error) 
 }
 
 // secretSettings are never shown as flag defaults in -h.
-var secretSettings = map[string]bool{"VENNA_CLICKHOUSE_PASSWORD": true, "VENNA_ADMIN_TOKEN": true, "VENNA_SIM_API_KEY": true, "VENNA_REDIS_PASSWORD": true}
+var secretSettings = map[string]bool{"VENNA_CLICKHOUSE_PASSWORD": true, "VENNA_ADMIN_TOKEN": true, "VENNA_SIM_API_KEY": true, "VENNA_REDIS_PASSWORD": true, "VENNA_STRIPE_API_KEY": true}
 
 // envDefault is the value a setting takes from its environment variable, or its default:
 // for commands that derive a default of their own from another role's setting (probe and

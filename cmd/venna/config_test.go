@@ -58,11 +58,11 @@ func TestFlagsDefaultToEnvironment(t *testing.T) {
 // the setting's value.
 func TestHelpDoesNotPrintSecrets(t *testing.T) {
 	secrets := map[string]string{"VENNA_ADMIN_TOKEN": "admin-secret-0123456789", "VENNA_CLICKHOUSE_PASSWORD": "ch-secret-pw",
-		"VENNA_REDIS_PASSWORD": "redis-secret-pw", "VENNA_SIM_API_KEY": "sim-secret-key"}
+		"VENNA_REDIS_PASSWORD": "redis-secret-pw", "VENNA_SIM_API_KEY": "sim-secret-key", "VENNA_STRIPE_API_KEY": "sk_live_stripe-secret"}
 	for env, v := range secrets {
 		t.Setenv(env, v)
 	}
-	for _, name := range []string{"all", "api", "gateway", "key", "sim-upstream"} {
+	for _, name := range []string{"all", "api", "gateway", "key", "sim-upstream", "aggregate", "stripe"} {
 		t.Run(name, func(t *testing.T) {
 			var out strings.Builder
 			if code := runMain(t.Context(), []string{name, "-h"}, &out, io.Discard); code != 0 {
@@ -82,14 +82,15 @@ func TestHelpDoesNotPrintSecrets(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := map[string]string{"VENNA_ADMIN_TOKEN": cfg.AdminToken, "VENNA_CLICKHOUSE_PASSWORD": cfg.ClickHouse.Password,
-				"VENNA_REDIS_PASSWORD": cfg.RedisPassword, "VENNA_SIM_API_KEY": cfg.SimAPIKey}
+				"VENNA_REDIS_PASSWORD": cfg.RedisPassword, "VENNA_SIM_API_KEY": cfg.SimAPIKey, "VENNA_STRIPE_API_KEY": cfg.StripeAPIKey}
 			for env, v := range got {
 				if v != "" && v != secrets[env] {
 					t.Errorf("%s = %q, want the environment's %q", env, v, secrets[env])
 				}
 			}
-			if name == "all" && (cfg.AdminToken != secrets["VENNA_ADMIN_TOKEN"] || cfg.ClickHouse.Password != secrets["VENNA_CLICKHOUSE_PASSWORD"]) {
-				t.Errorf("secrets from the environment not applied: %q %q", cfg.AdminToken, cfg.ClickHouse.Password)
+			if name == "all" && (cfg.AdminToken != secrets["VENNA_ADMIN_TOKEN"] || cfg.ClickHouse.Password != secrets["VENNA_CLICKHOUSE_PASSWORD"] ||
+				cfg.StripeAPIKey != secrets["VENNA_STRIPE_API_KEY"]) {
+				t.Errorf("secrets from the environment not applied: %q %q %q", cfg.AdminToken, cfg.ClickHouse.Password, cfg.StripeAPIKey)
 			}
 		})
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/venna/metering/schema"
 	"github.com/venna/metering/simupstream"
 	"github.com/venna/metering/spend"
+	"github.com/venna/metering/stripesync"
 )
 
 func openDB(ctx context.Context, env *Env) (driver.Conn, error) {
@@ -227,15 +228,15 @@ func aggregateCmd() *command {
 	return &command{
 		name:    "aggregate",
 		kind:    kindRole,
-		summary: "cron: hourly rollups, invoices and budget alerts (--once: now)",
+		summary: "cron: hourly rollups, invoices, budget alerts, Stripe push (--once: now)",
 		about: "Rolls raw usage up by hour and day, computes the current and previous month's invoices\n" +
-			"(finalizing a month once its grace period is over) and raises budget alerts, each on its cron\n" +
-			"schedule; --once runs them once and exits. /healthz, /readyz and /metrics are on\n" +
-			"--aggregate-metrics-addr.",
+			"(finalizing a month once its grace period is over), raises budget alerts and, with\n" +
+			"--stripe-api-key, pushes finalized invoices to Stripe, each on its cron schedule; --once runs\n" +
+			"them once and exits. /healthz, /readyz and /metrics are on --aggregate-metrics-addr.",
 		example: []string{"venna aggregate --invoice-schedule '@every 10m'", "venna aggregate --once"},
-		groups:  []string{"clickhouse", "prices", "invoices", "aggregate", "log"},
+		groups:  []string{"clickhouse", "prices", "invoices", "stripe", "aggregate", "log"},
 		flags: func(fs *flag.FlagSet) {
-			fs.BoolVar(&once, "once", false, "run the rollup, the invoice job and the budget alerts once, then exit")
+			fs.BoolVar(&once, "once", false, "run the rollup, the invoice job, the budget alerts and the Stripe push once, then exit")
 		},
 		forms: []form{{opts: "[--once]", flags: []string{"once"}}},
 		run:   func(ctx context.Context, env *Env, _ string, _ []string) error { return runAggregate(ctx, env, once) },
@@ -248,9 +249,12 @@ type jobs struct {
 	agg    *aggregate.Aggregator
 	inv    *invoice.Invoicer
 	alerts *spend.Alerter
-	mu     sync.Mutex // one job at a time in this process
-	now    func() time.Time
-	last   error
+	stripe *stripesync.Syncer // nil: Stripe off
+	mu     sync.Mutex         // one job at a time in this process, the Stripe push aside
+	// stripeMu keeps Stripe pushes one at a time; the push never takes mu.
+	stripeMu sync.Mutex
+	now      func() time.Time
+	last     error
 
 	metrics *jobMetrics // nil: none (ops.go)
 }
@@ -274,6 +278,11 @@ func newJobs(ctx context.Context, env *Env, conn driver.Conn) (*jobs, error) {
 	}
 	j := &jobs{env: env, agg: agg, inv: inv, now: time.Now}
 	j.alerts = spend.NewAlerter(spend.NewStore(conn, c.ClickHouse.Database), prices, env.Log, func(a spend.Alert) { j.metrics.alert(a.Type) })
+	if c.stripeOn() {
+		if j.stripe, err = newSyncer(env, conn, inv); err != nil {
+			return nil, err
+		}
+	}
 	return j, nil
 }
 
@@ -338,7 +347,11 @@ func (j *jobs) budgetAlerts(ctx context.Context) (err error) {
 
 func runAggregate(ctx context.Context, env *Env, once bool) error {
 	c := env.Config
-	if err := errors.Join((aggregate.Config{Database: c.ClickHouse.Database}).Validate(), c.invoiceConfig().Validate()); err != nil {
+	var stripeErr error
+	if c.stripeOn() {
+		stripeErr = c.stripeConfig().Validate()
+	}
+	if err := errors.Join((aggregate.Config{Database: c.ClickHouse.Database}).Validate(), c.invoiceConfig().Validate(), stripeErr); err != nil {
 		return invalid(err)
 	}
 	conn, err := openDB(ctx, env)
@@ -351,7 +364,12 @@ func runAggregate(ctx context.Context, env *Env, once bool) error {
 		return err
 	}
 	if once {
-		return errors.Join(j.rollup(ctx), j.invoices(ctx), j.budgetAlerts(ctx))
+		err := errors.Join(j.rollup(ctx), j.invoices(ctx), j.budgetAlerts(ctx))
+		if j.stripe != nil {
+			// After the invoice job: what it just finalized is pushed in the same run.
+			err = errors.Join(err, j.stripePush(ctx))
+		}
+		return err
 	}
 	j.metrics = newJobMetrics()
 	return withOps(ctx, env, "aggregate-ops", env.Config.AggregateMetrics, opsHandler(j.metrics.reg, conn), j.schedule)
@@ -370,8 +388,15 @@ func (j *jobs) schedule(ctx context.Context) error {
 	if _, err := c.AddFunc(j.env.Config.AlertSchedule, func() { j.budgetAlerts(ctx) }); err != nil {
 		return fmt.Errorf("alert-schedule %q: %w", j.env.Config.AlertSchedule, err)
 	}
+	stripe := "off"
+	if j.stripe != nil {
+		stripe = j.env.Config.StripeSchedule
+		if _, err := c.AddFunc(stripe, func() { j.stripePush(ctx) }); err != nil {
+			return fmt.Errorf("stripe-schedule %q: %w", stripe, err)
+		}
+	}
 	c.Start()
-	j.env.Log.Info("scheduled", "rollup", j.env.Config.AggregateSchedule, "invoices", j.env.Config.InvoiceSchedule)
+	j.env.Log.Info("scheduled", "rollup", j.env.Config.AggregateSchedule, "invoices", j.env.Config.InvoiceSchedule, "stripe", stripe)
 	<-ctx.Done()
 	<-c.Stop().Done()
 	return nil
@@ -415,7 +440,8 @@ func runAPI(ctx context.Context, env *Env) error {
 	}
 	srv, err := api.New(api.Config{Database: c.ClickHouse.Database, AdminToken: c.AdminToken}, conn, auth, inv, env.Log,
 		api.WithPrices(prices), api.WithAdmin(apikey.NewStore(conn, c.ClickHouse.Database), inv),
-		api.WithSpend(spend.NewStore(conn, c.ClickHouse.Database)), api.WithCredits(inv), api.WithPlans(inv))
+		api.WithSpend(spend.NewStore(conn, c.ClickHouse.Database)), api.WithCredits(inv), api.WithPlans(inv),
+		api.WithStripe(stripesync.NewStore(conn, c.ClickHouse.Database)))
 	if err != nil {
 		return err
 	}

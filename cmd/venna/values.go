@@ -32,6 +32,21 @@ func (v monthValue) Set(s string) error {
 	return nil
 }
 
+// optionalMonth is a month, YYYY-MM, or empty for none (the zero time).
+type optionalMonth struct{ t *time.Time }
+
+func (v optionalMonth) String() string { return monthValue(v).String() }
+
+func (v optionalMonth) Set(s string) error {
+	if s == "" {
+		*v.t = time.Time{}
+		return nil
+	}
+	return monthValue(v).Set(s)
+}
+
+func (v optionalMonth) typeName() string { return "YYYY-MM" }
+
 // decimalValue is an exact decimal amount.
 type decimalValue struct{ d *decimal.Decimal }
 

@@ -267,6 +267,20 @@ func (f *fixture) examples() []example {
 		}},
 		{set: "invoice", name: "subscriptions", fill: []string{"workspaces", "AND workspace_id IN ('ws_a')"}},
 
+		// Stripe pushes: ws_a's previous invoice pushed, ws_c's halfway; the others pending.
+		{set: "stripesync", name: "insert_customer", rows: [][]any{
+			{"ws_a", "cus_a", f.ingested, uint64(1)}, {"ws_c", "cus_c", f.ingested, uint64(2)}, {"ws_a", "cus_a", f.ingested, uint64(3)},
+		}},
+		{set: "stripesync", name: "insert_sync_state", rows: [][]any{
+			{"inv_a_prev", "ws_a", f.prev, uint64(7), "items", "", "cus_a", "in_a", uint32(1), uint32(2), int64(4), "usd", uint32(0), "", time.Unix(0, 0).UTC(), f.ingested, uint64(10)},
+			{"inv_a_prev", "ws_a", f.prev, uint64(7), "finalized", "finalized", "cus_a", "in_a", uint32(2), uint32(2), int64(4), "usd", uint32(0), "", time.Unix(0, 0).UTC(), f.ingested, uint64(11)},
+			{"inv_c_prev", "ws_c", f.prev, uint64(3), "invoice_created", "", "cus_c", "in_c", uint32(0), uint32(3), int64(1), "usd", uint32(2), "stripe: 500", f.ingested.Add(time.Hour), f.ingested, uint64(12)},
+		}},
+		{set: "stripesync", name: "pending", fill: []string{"since", unix(f.old)}},
+		{set: "stripesync", name: "sync_states", fill: []string{"where", "workspace_id = ?"}, args: []any{"ws_a"}},
+		{set: "stripesync", name: "customer", args: []any{"ws_c"}},
+		{set: "stripesync", name: "workspace_name", args: []any{"ws_a"}},
+
 		// Spend control.
 		{set: "spend", name: "insert_budget", rows: [][]any{
 			{"ws_a", "", f.old, uint8(1), d("10"), []uint8{50, 80, 100}, uint8(1), uint64(1)},
