@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,7 +16,9 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/venna/metering/aggregate"
+	"github.com/venna/metering/internal/testenv"
 	"github.com/venna/metering/invoice"
+	"github.com/venna/metering/stripesync"
 )
 
 // planPrices: venna-1 at list prices and a plan with a $20 fee, a $100 commitment and
@@ -151,5 +156,50 @@ func TestPlanEndToEnd(t *testing.T) {
 	if sub.PlanID != "e2e" {
 		t.Errorf("GET /v1/subscription: plan %q", sub.PlanID)
 	}
-	t.Logf("%d completions, %d output tokens over three tiers; invoice %s: %d lines, total %s", n, output, got.ID, len(got.Lines), got.Total)
+
+	// Finalized, the same invoice goes to Stripe (stripe-mock behind a recorder): its lines
+	// as items in cents adding up to its total, the plan's fee and true-up among them.
+	// The month's end is weeks away: an invoicer whose clock is past it finalizes.
+	closed, err := invoice.New(invoice.Config{Database: s.db, Now: func() time.Time { return end.Add(time.Hour) }}, s.conn, s.book)
+	if err != nil {
+		t.Fatal(err)
+	}
+	final, err := closed.Finalize(ctx, "ws_plan", got.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !final.Total.Equal(got.Total) {
+		t.Fatalf("finalized total %s, draft %s", final.Total, got.Total)
+	}
+	rec := testenv.NewStripeRecorder(t)
+	push, err := stripesync.New(stripesync.Config{Database: s.db, APIKey: "sk_test_venna", APIBase: rec.URL, MaxNetworkRetries: -1},
+		s.conn, closed, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := push.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var cents int64
+	kinds := map[string]int{}
+	finalized := 0
+	for _, r := range rec.Requests() {
+		switch {
+		case r.Path == "/v1/invoiceitems" && r.Form.Get("metadata[venna_invoice_id]") == got.ID:
+			a, err := strconv.ParseInt(r.Form.Get("amount"), 10, 64)
+			if err != nil {
+				t.Fatalf("item amount %q", r.Form.Get("amount"))
+			}
+			cents += a
+			kinds[r.Form.Get("metadata[venna_kind]")]++
+		case strings.HasSuffix(r.Path, "/finalize"):
+			finalized++
+		}
+	}
+	if want := got.Total.Shift(2).IntPart(); cents != want || finalized != 1 || kinds[invoice.KindFee] != 1 ||
+		kinds[invoice.KindUsage] != len(got.Lines)-1-kinds[invoice.KindCommitment] {
+		t.Errorf("Stripe got items of %d cents (want %d), kinds %v, %d finalize calls", cents, want, kinds, finalized)
+	}
+	t.Logf("%d completions, %d output tokens over three tiers; invoice %s: %d lines, total %s, pushed to Stripe as items of kinds %v",
+		n, output, got.ID, len(got.Lines), got.Total, kinds)
 }

@@ -154,6 +154,9 @@ type Config struct {
 	// up to storeChunk of them: stored of total so far. It is for showing a long run's
 	// progress (venna invoice run on a terminal) and must not block.
 	Progress func(stored, total int)
+	// Now is the invoicer's clock (default time.Now): what "the current month", grace
+	// windows and finalization are measured against. Tests and replays of a past month set it.
+	Now func() time.Time
 }
 
 // Validate names the first bad field.
@@ -187,7 +190,11 @@ func New(cfg Config, conn driver.Conn, prices *PriceBook) (*Invoicer, error) {
 	if cfg.Grace == 0 {
 		cfg.Grace = 72 * time.Hour
 	}
-	return &Invoicer{cfg: cfg, conn: conn, prices: prices, now: time.Now}, nil
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Invoicer{cfg: cfg, conn: conn, prices: prices, now: now}, nil
 }
 
 // ErrNotFound is returned for an invoice that does not exist in the caller's workspace.
