@@ -212,7 +212,10 @@ stripe_mock_start() {
   if pid_alive "$dir/pid" && port_open "$STRIPE_MOCK_PORT"; then return 0; fi
   mkdir -p "$dir"
   log "starting stripe-mock $STRIPE_MOCK_VERSION on 127.0.0.1:$STRIPE_MOCK_PORT"
-  "$STRIPE_MOCK_BIN" -http-addr "127.0.0.1:$STRIPE_MOCK_PORT" >"$dir/stripe-mock.log" 2>&1 &
+  # Its HTTPS listener (unused) on the next port: by default it takes 12112, which a second
+  # stripe-mock on the machine (another test run) would hold.
+  "$STRIPE_MOCK_BIN" -http-addr "127.0.0.1:$STRIPE_MOCK_PORT" -https-addr "127.0.0.1:$((STRIPE_MOCK_PORT + 1))" \
+    >"$dir/stripe-mock.log" 2>&1 &
   echo $! > "$dir/pid"
   wait_for stripe-mock 30 port_open "$STRIPE_MOCK_PORT" || { cat "$dir/stripe-mock.log" >&2; return 1; }
 }
