@@ -127,6 +127,7 @@ type sharedState struct {
 	ok       bool
 	at       time.Time
 	replicas int
+	maxGap   time.Duration // the longest time between two exchanges since MaxSyncGap last read it
 }
 
 // view is the snapshot of ClickHouse the limiter admits by.
@@ -277,32 +278,42 @@ func (l *Limiter) principalLocked(p apikey.Principal) *principal {
 }
 
 // Run keeps the snapshot fresh and, with Shared, exchanges spend and liveness with the
-// other replicas, until ctx ends; then it hands Shared what is left to sync.
+// other replicas, until ctx ends; then it hands Shared what is left to sync. The two run
+// apart: an exchange never waits behind a ClickHouse read (hundreds of milliseconds on a
+// busy server), which would let the other replicas' spend go unseen that much longer.
 func (l *Limiter) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	if l.cfg.Shared != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := time.NewTicker(l.cfg.SyncInterval)
+			defer t.Stop()
+			l.sync(ctx)
+			for {
+				select {
+				case <-ctx.Done():
+					final, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+					l.sync(final)
+					cancel()
+					return
+				case <-t.C:
+					l.sync(ctx)
+				}
+			}
+		}()
+	}
 	refresh := time.NewTicker(l.cfg.Refresh)
 	defer refresh.Stop()
-	var sync <-chan time.Time
-	if l.cfg.Shared != nil {
-		t := time.NewTicker(l.cfg.SyncInterval)
-		defer t.Stop()
-		sync = t.C
-		l.sync(ctx)
-	}
 	for {
 		select {
 		case <-ctx.Done():
-			if l.cfg.Shared != nil {
-				final, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				l.sync(final)
-				cancel()
-			}
+			wg.Wait()
 			return
 		case <-refresh.C:
 			if err := l.Refresh(ctx); err != nil && ctx.Err() == nil {
 				l.log.Warn("spend snapshot not refreshed; admitting by the last one", "age", l.now().Sub(l.view.Load().at).Round(time.Second), "err", err)
 			}
-		case <-sync:
-			l.sync(ctx)
 		}
 	}
 }
@@ -355,8 +366,24 @@ func (l *Limiter) sync(ctx context.Context) {
 			l.ownerLocked(name).shared = totals[name]
 		}
 	}
-	l.shared = sharedState{ok: true, at: l.now(), replicas: max(replicas, 1)}
+	now, gap := l.now(), l.shared.maxGap
+	if !l.shared.at.IsZero() {
+		gap = max(gap, now.Sub(l.shared.at))
+	}
+	l.shared = sharedState{ok: true, at: now, replicas: max(replicas, 1), maxGap: gap}
 	l.m.storeUp.Store(true)
+}
+
+// MaxSyncGap returns the longest time between two successful exchanges with Shared since
+// it was last called, and starts counting anew. What other replicas serve is seen here at
+// most two such gaps late: it bounds how far a budget can be overshot (a busy machine
+// stretches the gaps beyond SyncInterval).
+func (l *Limiter) MaxSyncGap() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	g := l.shared.maxGap
+	l.shared.maxGap = 0
+	return g
 }
 
 // spentLocked is o's month-to-date spend as this replica knows it, in nano-USD: with
