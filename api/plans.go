@@ -149,8 +149,8 @@ func (s *Server) setSubscription(w http.ResponseWriter, r *http.Request) {
 // (default: the end of the current hour, which is still billed on the plan).
 func (s *Server) cancelSubscription(w http.ResponseWriter, r *http.Request) {
 	from := s.now().UTC().Truncate(time.Hour).Add(time.Hour)
-	if v := r.URL.Query().Get("effective_from"); v != "" {
-		t, err := time.Parse(time.RFC3339, v)
+	if q := r.URL.Query(); q.Has("effective_from") {
+		t, err := time.Parse(time.RFC3339, q.Get("effective_from"))
 		if err != nil {
 			badParam(w, "effective_from", "'effective_from' must be an RFC 3339 time on a whole UTC hour, e.g. 2026-12-01T00:00:00Z.")
 			return

@@ -99,6 +99,7 @@ func TestSubscriptions(t *testing.T) {
 		t.Errorf("after cancelling: %+v, want team until %s", sub, hour.Add(time.Hour))
 	}
 	f.do(http.MethodDelete, "/v1/admin/workspaces/ws_a/subscription?effective_from=yesterday", adminToken, nil, http.StatusBadRequest, nil)
+	f.do(http.MethodDelete, "/v1/admin/workspaces/ws_a/subscription?effective_from=", adminToken, nil, http.StatusBadRequest, nil)
 	f.do(http.MethodGet, "/v1/admin/workspaces/ws_a/subscription", adminToken, nil, http.StatusOK, &sub)
 	if len(sub.Changes) != 2 {
 		t.Errorf("admin view: %+v", sub)

@@ -113,6 +113,7 @@ type ownerState struct {
 
 	total    int64 // served by this replica since its ledger began (this month)
 	unsynced int64 // of which not yet added to Shared
+	syncing  int64 // of which on its way to Shared: counted until Shared's answer holds it
 
 	buckets    buckets // inline: one cache line less to fetch on the request path
 	hasBuckets bool
@@ -231,7 +232,7 @@ func (l *Limiter) apply(snap snapshot) {
 		o.hasBudget, o.hasLimit, o.prepaid, o.ch = false, false, false, 0
 		if newMonth {
 			// A new month: nothing served yet counts toward it.
-			o.base, o.baseSet, o.shared, o.total, o.unsynced = 0, false, 0, 0, 0
+			o.base, o.baseSet, o.shared, o.total, o.unsynced, o.syncing = 0, false, 0, 0, 0, 0
 		}
 	}
 	for name, b := range snap.budgets {
@@ -336,7 +337,7 @@ func (l *Limiter) sync(ctx context.Context) {
 	for name, o := range l.owners {
 		if o.unsynced != 0 {
 			deltas[name] = o.unsynced
-			o.unsynced = 0
+			o.syncing, o.unsynced = o.unsynced, 0
 		}
 		if o.hasBudget || o.prepaid {
 			owners = append(owners, name)
@@ -351,7 +352,9 @@ func (l *Limiter) sync(ctx context.Context) {
 		// Nothing is lost: the deltas wait for the next exchange, and count meanwhile.
 		if l.month.Equal(month) {
 			for name, d := range deltas {
-				l.ownerLocked(name).unsynced += d
+				o := l.ownerLocked(name)
+				o.unsynced += d
+				o.syncing = 0
 			}
 		}
 		if l.shared.ok && ctx.Err() == nil {
@@ -362,6 +365,10 @@ func (l *Limiter) sync(ctx context.Context) {
 		return
 	}
 	if l.month.Equal(month) {
+		// One step: the totals now hold what was on its way.
+		for name := range deltas {
+			l.ownerLocked(name).syncing = 0
+		}
 		for _, name := range owners {
 			l.ownerLocked(name).shared = totals[name]
 		}
@@ -394,7 +401,7 @@ func (l *Limiter) MaxSyncGap() time.Duration {
 func (l *Limiter) spentLocked(o *ownerState) int64 {
 	n := o.base + o.total
 	if l.cfg.Shared != nil {
-		n = o.shared + o.unsynced
+		n = o.shared + o.syncing + o.unsynced
 	}
 	return max(n, o.ch)
 }

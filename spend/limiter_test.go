@@ -111,14 +111,21 @@ func TestBucket(t *testing.T) {
 	}
 }
 
-// fakeShared is a Shared in memory, that can be made to fail.
+// fakeShared is a Shared in memory, that can be made to fail, or to hold an exchange
+// (entered is signalled, then it waits for release).
 type fakeShared struct {
 	totals   map[string]int64
 	replicas int
 	down     bool
+	entered  chan struct{}
+	release  chan struct{}
 }
 
 func (f *fakeShared) Sync(_ context.Context, _ time.Time, deltas, floors map[string]int64, owners []string) (map[string]int64, int, error) {
+	if f.entered != nil {
+		f.entered <- struct{}{}
+		<-f.release
+	}
 	if f.down {
 		return nil, 0, errors.New("connection refused")
 	}
@@ -240,6 +247,43 @@ func TestRateLimits(t *testing.T) {
 // unreachable, fail open keeps admitting within what was last known plus what this
 // replica serves, and fail closed refuses limited workspaces; nothing served meanwhile
 // is lost once the store is back.
+// While an exchange with Shared is on its way, what it carries still counts: the spend this
+// replica served does not vanish from the budget check for the length of a round trip
+// (it did: a $1 budget let completions through again after refusing them).
+func TestSpendInFlightToSharedStillCounts(t *testing.T) {
+	p := apikey.Principal{WorkspaceID: "ws", KeyID: "k"}
+	budgets := map[string]Budget{"ws": {WorkspaceID: "ws", MonthlyUSD: decimal.RequireFromString("0.10"), HardLimit: true}}
+	sh := &fakeShared{totals: map[string]int64{}, replicas: 1}
+	l := newTestLimiter(t, LimiterConfig{Shared: sh}, budgets, nil, nil)
+	l.sync(context.Background())
+	ev := completion("ws", 1000, 750) // 0.01 USD
+	for range 10 {
+		a := l.Admit(p, "m", 1000)
+		if a.Refusal != nil {
+			t.Fatalf("refused under the budget: %+v", a.Refusal)
+		}
+		l.Settle(p, a, ev)
+	}
+	if a := l.Admit(p, "m", 1000); a.Refusal == nil {
+		t.Fatal("admitted at the budget")
+	}
+	sh.entered, sh.release = make(chan struct{}), make(chan struct{})
+	done := make(chan struct{})
+	go func() { l.sync(context.Background()); close(done) }()
+	<-sh.entered // the 0.10 USD served here is on its way to Shared
+	if a := l.Admit(p, "m", 1000); a.Refusal == nil {
+		t.Error("admitted while the spend was on its way to the shared store")
+	}
+	close(sh.release)
+	<-done
+	if a := l.Admit(p, "m", 1000); a.Refusal == nil {
+		t.Error("admitted once the shared store holds the spend")
+	}
+	if sh.totals["ws"] != 100_000_000 {
+		t.Errorf("shared store holds %d nano-USD, want 0.10 USD", sh.totals["ws"])
+	}
+}
+
 func TestSharedStoreAndFailurePolicy(t *testing.T) {
 	p := apikey.Principal{WorkspaceID: "ws", KeyID: "k"}
 	budgets := map[string]Budget{"ws": {WorkspaceID: "ws", MonthlyUSD: decimal.RequireFromString("1"), HardLimit: true}}
