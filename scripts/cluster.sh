@@ -66,6 +66,7 @@ CFG
   java -Xms64m -Xmx256m -cp "$ZK_JARS/*" org.apache.zookeeper.server.ZooKeeperServerMain "$dir/zoo.cfg" \
     >>"$dir/server.log" 2>&1 &
   echo $! > "$dir/pid"
+  disown # a node killed on purpose is not this shell's news ("Killed" at its exit)
   wait_for zookeeper 60 zk_ok
 }
 
@@ -129,6 +130,7 @@ ch_start() {
   log "starting ClickHouse $node on 127.0.0.1:$tcp"
   clickhouse-server --config-file="$dir/config.xml" >>"$dir/log/stdout.log" 2>&1 &
   echo $! > "$dir/pid"
+  disown # a node killed on purpose is not this shell's news ("Killed" at its exit)
 }
 
 ch_wait() { # until the server answers; at once when its process is gone

@@ -84,4 +84,5 @@ kafka_run() {
   java "-Xms256m" "-Xmx$heap" -XX:+UseG1GC -cp "$KAFKA_JARS/*" kafka.Kafka "$dir/server.properties" \
     >"$dir/server.log" 2>&1 &
   echo $! > "$dir/pid"
+  disown # a node killed on purpose is not this shell's news ("Killed" at its exit)
 }

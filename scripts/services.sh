@@ -85,6 +85,7 @@ chdb_start() {
     --tls-port "$CH_TLS_PORT" --tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key" \
     --users-xml "$ROOT/deploy/clickhouse/users.xml" >"$dir/log/stdout.log" 2>&1 &
   echo $! > "$dir/pid"
+  disown # a node killed on purpose is not this shell's news ("Killed" at its exit)
   wait_for clickhouse 60 port_open "$CH_TLS_PORT" || { cat "$dir/log/stdout.log" >&2; return 1; }
 }
 
@@ -133,6 +134,7 @@ XML
   log "starting ClickHouse $(clickhouse-client --version 2>/dev/null | awk '{print $NF}') on 127.0.0.1:$CH_TCP_PORT"
   clickhouse-server --config-file="$dir/config.xml" >"$dir/log/stdout.log" 2>&1 &
   echo $! > "$dir/pid"
+  disown # a node killed on purpose is not this shell's news ("Killed" at its exit)
   wait_for clickhouse 60 clickhouse-client --port "$CH_TCP_PORT" --query "SELECT 1"
 }
 
@@ -193,6 +195,7 @@ redis_start() {
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$dir" --save "" --appendonly no \
     --daemonize no --protected-mode yes >"$dir/redis.log" 2>&1 &
   echo $! > "$dir/pid"
+  disown # a node killed on purpose is not this shell's news ("Killed" at its exit)
   wait_for redis 20 redis-cli -p "$REDIS_PORT" ping
 }
 
@@ -217,6 +220,7 @@ stripe_mock_start() {
   "$STRIPE_MOCK_BIN" -http-addr "127.0.0.1:$STRIPE_MOCK_PORT" -https-addr "127.0.0.1:$((STRIPE_MOCK_PORT + 1))" \
     >"$dir/stripe-mock.log" 2>&1 &
   echo $! > "$dir/pid"
+  disown # a node killed on purpose is not this shell's news ("Killed" at its exit)
   wait_for stripe-mock 30 port_open "$STRIPE_MOCK_PORT" || { cat "$dir/stripe-mock.log" >&2; return 1; }
 }
 
