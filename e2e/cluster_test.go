@@ -477,14 +477,19 @@ func (r *clusterRun) verify(minCompletions int) {
 		t.Logf("%s", last)
 	}
 
-	// Replicas of a shard converge on the same rows; both shards hold some.
+	// Replicas of a shard converge on the same events, so that losing either loses
+	// nothing; both shards hold some. (Their row counts may differ by duplicates of an
+	// event: after a Keeper outage a part ClickHouse 18.16 wrote on one replica can stay
+	// unknown to Keeper until that replica restarts. Readers count each event once.)
 	for _, shard := range [][2]string{{"ch-1-1", "ch-1-2"}, {"ch-2-1", "ch-2-2"}} {
 		var a, b string
 		waitFor(t, 2*time.Minute, func() (bool, string) {
 			a, b = r.localCounts(ctx, shard[0]), r.localCounts(ctx, shard[1])
-			return a == b && a != "" && (!r.spread || !strings.HasPrefix(a, "0 ")), fmt.Sprintf("%s has %q, %s has %q", shard[0], a, shard[1], b)
+			ida, _, _ := strings.Cut(a, " ")
+			idb, _, _ := strings.Cut(b, " ")
+			return ida == idb && a != "" && (!r.spread || ida != "0"), fmt.Sprintf("%s has %q, %s has %q", shard[0], a, shard[1], b)
 		})
-		t.Logf("%s and %s: %s raw events (event IDs, rows)", shard[0], shard[1], a)
+		t.Logf("%s and %s: %s and %s raw events (event IDs, rows)", shard[0], shard[1], a, b)
 	}
 	for name, p := range r.roles {
 		if !r.killed[name] && !p.alive() {

@@ -70,7 +70,11 @@ CFG
   wait_for zookeeper 60 zk_ok
 }
 
-zk_ok() { [ "$(exec 3<>"/dev/tcp/127.0.0.1/$ZK_PORT"; printf ruok >&3; cat <&3)" = imok ]; }
+# zk_ok asks ZooKeeper "ruok"; a server still starting may take the connection and never
+# answer, hence the timeout.
+zk_ok() {
+  [ "$(timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$ZK_PORT; printf ruok >&3; cat <&3" 2>/dev/null)" = imok ]
+}
 
 # --- ClickHouse ----------------------------------------------------------------------------
 
