@@ -91,6 +91,13 @@ var placements = map[string]string{
 	// Credits: a few rows per workspace, read with the invoices.
 	"credit_grants": onEveryServer,
 	"billing_modes": onEveryServer,
+	// Webhooks: a few rows per endpoint, event and attempt; the dispatchers of every
+	// aggregator read and claim deliveries, each on the server it is connected to.
+	"webhook_endpoints":  onEveryServer,
+	"webhook_secrets":    onEveryServer,
+	"webhook_events":     onEveryServer,
+	"webhook_deliveries": onEveryServer,
+	"webhook_attempts":   onEveryServer,
 }
 
 var (
