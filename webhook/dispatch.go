@@ -49,6 +49,10 @@ type Config struct {
 	// again: facts are found by the time their writer stamped on them, taken before its
 	// write lands (an invoice run stamps its invoices when it starts). Default 1h.
 	Overlap time.Duration
+	// Settle is how long a dispatcher waits after writing its claims before it reads
+	// them back: a rival's claim stamped earlier has landed by then unless its insert
+	// took longer. Default 100ms.
+	Settle time.Duration
 	// Name identifies this process in claims and in the delivery log. Default
 	// host-pid-random.
 	Name string
@@ -73,6 +77,8 @@ func (c Config) Validate() error {
 		return errors.New("webhook: RetryFor (VENNA_WEBHOOK_RETRY_FOR) is negative")
 	case c.Overlap < 0:
 		return errors.New("webhook: Overlap is negative")
+	case c.Settle < 0:
+		return errors.New("webhook: Settle is negative")
 	}
 	return nil
 }
@@ -88,6 +94,7 @@ func (c Config) withDefaults() Config {
 	def(&c.RetryMax, 6*time.Hour)
 	def(&c.RetryFor, 72*time.Hour)
 	def(&c.Overlap, time.Hour)
+	def(&c.Settle, 100*time.Millisecond)
 	if c.Concurrency == 0 {
 		c.Concurrency = 16
 	}
@@ -196,11 +203,11 @@ func (d *Dispatcher) Wait() { d.wg.Wait() }
 //
 // Each is claimed first, so that two dispatchers (aggregate replicas) rarely send one
 // delivery twice: 1. read what is due and not claimed, 2. write a claim row one step
-// above the state read (the earliest claim of a step wins, whoever's lands last), 3. read
-// the deliveries back and send those whose winning row is this dispatcher's claim. Two
-// dispatchers both send only when one reads the due list before the other's claim lands
-// and still reads back before it lands, or when a claim outlives its lease (a stalled
-// process): at least once, with the event ID for receivers to drop the copy.
+// above the state read (the earliest claim of a step wins, whoever's lands last), 3. wait
+// Settle, 4. read the deliveries back and send those whose winning row is this
+// dispatcher's claim. Two dispatchers both send only when a rival's claim, stamped
+// earlier, lands more than Settle after this one's, or when a claim outlives its lease (a
+// stalled process): at least once, with the event ID for receivers to drop the copy.
 func (d *Dispatcher) Dispatch(ctx context.Context) (int, error) {
 	now := d.now().UTC()
 	d.mu.Lock()
@@ -283,6 +290,11 @@ func (d *Dispatcher) Dispatch(ctx context.Context) (int, error) {
 	}
 	if err := insertDeliveries(ctx, d.conn, d.cfg.Database, claims); err != nil {
 		return 0, fmt.Errorf("claim: %w", err)
+	}
+	select {
+	case <-time.After(d.cfg.Settle):
+	case <-ctx.Done():
+		return 0, ctx.Err() // the claims expire with their lease
 	}
 	ids := make([]string, len(claims))
 	for i, c := range claims {
