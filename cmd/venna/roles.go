@@ -28,6 +28,7 @@ import (
 	"github.com/venna/metering/schema"
 	"github.com/venna/metering/simupstream"
 	"github.com/venna/metering/spend"
+	"github.com/venna/metering/webhook"
 )
 
 func openDB(ctx context.Context, env *Env) (driver.Conn, error) {
@@ -104,6 +105,10 @@ func (c *Config) limiterConfig() spend.LimiterConfig {
 
 func (c *Config) invoiceConfig() invoice.Config {
 	return invoice.Config{Database: c.ClickHouse.Database, Grace: c.InvoiceGrace}
+}
+
+func (c *Config) webhookConfig() webhook.Config {
+	return webhook.Config{Database: c.ClickHouse.Database, Timeout: c.WebhookTimeout, Concurrency: c.WebhookConcurrency, RetryFor: c.WebhookRetryFor}
 }
 
 func gatewayCmd() *command {
@@ -227,15 +232,15 @@ func aggregateCmd() *command {
 	return &command{
 		name:    "aggregate",
 		kind:    kindRole,
-		summary: "cron: hourly rollups, invoices and budget alerts (--once: now)",
+		summary: "cron: hourly rollups, invoices, budget alerts and webhooks (--once: now)",
 		about: "Rolls raw usage up by hour and day, computes the current and previous month's invoices\n" +
-			"(finalizing a month once its grace period is over) and raises budget alerts, each on its cron\n" +
-			"schedule; --once runs them once and exits. /healthz, /readyz and /metrics are on\n" +
-			"--aggregate-metrics-addr.",
+			"(finalizing a month once its grace period is over), raises budget alerts, and records and\n" +
+			"delivers webhook events, each on its cron schedule; --once runs them once and exits.\n" +
+			"/healthz, /readyz and /metrics are on --aggregate-metrics-addr.",
 		example: []string{"venna aggregate --invoice-schedule '@every 10m'", "venna aggregate --once"},
-		groups:  []string{"clickhouse", "prices", "invoices", "aggregate", "log"},
+		groups:  []string{"clickhouse", "prices", "invoices", "aggregate", "webhooks", "log"},
 		flags: func(fs *flag.FlagSet) {
-			fs.BoolVar(&once, "once", false, "run the rollup, the invoice job and the budget alerts once, then exit")
+			fs.BoolVar(&once, "once", false, "run the rollup, the invoice job, the budget alerts and the webhook job once (waiting for its deliveries), then exit")
 		},
 		forms: []form{{opts: "[--once]", flags: []string{"once"}}},
 		run:   func(ctx context.Context, env *Env, _ string, _ []string) error { return runAggregate(ctx, env, once) },
@@ -248,7 +253,8 @@ type jobs struct {
 	agg    *aggregate.Aggregator
 	inv    *invoice.Invoicer
 	alerts *spend.Alerter
-	mu     sync.Mutex // one job at a time in this process
+	hooks  *webhook.Dispatcher
+	mu     sync.Mutex // one job at a time in this process (not webhooks: a receiver never holds up billing)
 	now    func() time.Time
 	last   error
 
@@ -273,7 +279,12 @@ func newJobs(ctx context.Context, env *Env, conn driver.Conn) (*jobs, error) {
 		return nil, err
 	}
 	j := &jobs{env: env, agg: agg, inv: inv, now: time.Now}
-	j.alerts = spend.NewAlerter(spend.NewStore(conn, c.ClickHouse.Database), prices, env.Log, func(a spend.Alert) { j.metrics.alert(a.Type) })
+	store := spend.NewStore(conn, c.ClickHouse.Database)
+	j.alerts = spend.NewAlerter(store, prices, env.Log, func(a spend.Alert) { j.metrics.alert(a.Type) })
+	j.hooks, err = webhook.New(c.webhookConfig(), conn, webhook.Sources{Invoices: inv, Credits: inv, Spend: store, Prices: prices}, env.Log)
+	if err != nil {
+		return nil, err
+	}
 	return j, nil
 }
 
@@ -336,9 +347,38 @@ func (j *jobs) budgetAlerts(ctx context.Context) (err error) {
 	return nil
 }
 
+// webhooks records the webhook events of what the other jobs wrote since its last scan,
+// then wakes the dispatcher, which sends what is due in the background: the job itself
+// never waits for a receiver.
+func (j *jobs) webhooks(ctx context.Context) (err error) {
+	defer j.metrics.observe(jobWebhooks, time.Now(), &err)
+	defer j.hooks.Poke()
+	res, err := j.hooks.Detect(ctx)
+	if err != nil {
+		j.env.Log.Error("webhook scan failed", "err", err)
+		return err
+	}
+	if len(res.Events) > 0 {
+		j.env.Log.Info("webhook events recorded", "events", len(res.Events), "deliveries", res.Deliveries)
+	}
+	return nil
+}
+
+// webhooksOnce is the webhook job of --once: a scan, one round of deliveries, and the
+// wait for them.
+func (j *jobs) webhooksOnce(ctx context.Context) error {
+	if err := j.webhooks(ctx); err != nil {
+		return err
+	}
+	_, err := j.hooks.Dispatch(ctx)
+	j.hooks.Wait()
+	return err
+}
+
 func runAggregate(ctx context.Context, env *Env, once bool) error {
 	c := env.Config
-	if err := errors.Join((aggregate.Config{Database: c.ClickHouse.Database}).Validate(), c.invoiceConfig().Validate()); err != nil {
+	if err := errors.Join((aggregate.Config{Database: c.ClickHouse.Database}).Validate(), c.invoiceConfig().Validate(),
+		c.webhookConfig().Validate()); err != nil {
 		return invalid(err)
 	}
 	conn, err := openDB(ctx, env)
@@ -351,9 +391,12 @@ func runAggregate(ctx context.Context, env *Env, once bool) error {
 		return err
 	}
 	if once {
-		return errors.Join(j.rollup(ctx), j.invoices(ctx), j.budgetAlerts(ctx))
+		return errors.Join(j.rollup(ctx), j.invoices(ctx), j.budgetAlerts(ctx), j.webhooksOnce(ctx))
 	}
 	j.metrics = newJobMetrics()
+	if err := j.hooks.Instrument(j.metrics.reg); err != nil {
+		return err
+	}
 	return withOps(ctx, env, "aggregate-ops", env.Config.AggregateMetrics, opsHandler(j.metrics.reg, conn), j.schedule)
 }
 
@@ -370,11 +413,17 @@ func (j *jobs) schedule(ctx context.Context) error {
 	if _, err := c.AddFunc(j.env.Config.AlertSchedule, func() { j.budgetAlerts(ctx) }); err != nil {
 		return fmt.Errorf("alert-schedule %q: %w", j.env.Config.AlertSchedule, err)
 	}
+	if _, err := c.AddFunc(j.env.Config.WebhookSchedule, func() { j.webhooks(ctx) }); err != nil {
+		return fmt.Errorf("webhook-schedule %q: %w", j.env.Config.WebhookSchedule, err)
+	}
+	dispatched := make(chan error, 1)
+	go func() { dispatched <- j.hooks.Run(ctx) }()
 	c.Start()
-	j.env.Log.Info("scheduled", "rollup", j.env.Config.AggregateSchedule, "invoices", j.env.Config.InvoiceSchedule)
+	j.env.Log.Info("scheduled", "rollup", j.env.Config.AggregateSchedule, "invoices", j.env.Config.InvoiceSchedule,
+		"webhooks", j.env.Config.WebhookSchedule)
 	<-ctx.Done()
 	<-c.Stop().Done()
-	return nil
+	return <-dispatched // the attempts in flight end within --webhook-timeout
 }
 
 func apiCmd() *command {
