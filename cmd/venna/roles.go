@@ -430,7 +430,7 @@ func apiCmd() *command {
 	return &command{
 		name:    "api",
 		kind:    kindRole,
-		summary: "REST API: /v1/usage, /v1/invoices, /v1/spend, /v1/credits, admin API",
+		summary: "REST API: /v1/usage, /v1/invoices, /v1/spend, /v1/credits, admin API (webhooks too)",
 		about: "Serves the REST read side to holders of API keys — usage, invoices, spend and credits — and,\n" +
 			"with --admin-token, the admin API under /v1/admin/. /openapi.json, /healthz, /readyz and\n" +
 			"/metrics are on the same address.",
@@ -464,7 +464,8 @@ func runAPI(ctx context.Context, env *Env) error {
 	}
 	srv, err := api.New(api.Config{Database: c.ClickHouse.Database, AdminToken: c.AdminToken}, conn, auth, inv, env.Log,
 		api.WithPrices(prices), api.WithAdmin(apikey.NewStore(conn, c.ClickHouse.Database), inv),
-		api.WithSpend(spend.NewStore(conn, c.ClickHouse.Database)), api.WithCredits(inv))
+		api.WithSpend(spend.NewStore(conn, c.ClickHouse.Database)), api.WithCredits(inv),
+		api.WithWebhooks(webhook.NewStore(conn, c.ClickHouse.Database)))
 	if err != nil {
 		return err
 	}
