@@ -377,5 +377,6 @@ func (f *fixture) examples() []example {
 		{set: "analyst", name: "14_usage_by_workspace_last_7_days"},
 		{set: "analyst", name: "15_invoice_lines_this_month"},
 		{set: "analyst", name: "16_budget_alerts_this_month"},
+		{set: "analyst", name: "17_webhook_deliveries_by_endpoint"},
 	}
 }
