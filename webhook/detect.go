@@ -166,12 +166,14 @@ func (d *Dispatcher) facts(ctx context.Context, since, now time.Time) ([]fact, e
 		}
 		out = append(out, fs...)
 	}
-	if d.src.Credits != nil && d.src.Spend != nil && d.src.Prices != nil && now.Sub(d.depletion) >= depletionEvery {
+	if d.src.Credits != nil && d.src.Spend != nil && d.src.Prices != nil && d.depletionDue(now) {
 		fs, err := d.depletionFacts(ctx, now)
 		if err != nil {
 			return nil, err
 		}
+		d.mu.Lock()
 		d.depletion = now
+		d.mu.Unlock()
 		out = append(out, fs...)
 	}
 	sort.SliceStable(out, func(i, j int) bool {
@@ -264,6 +266,13 @@ func (d *Dispatcher) grantFacts(ctx context.Context, since time.Time) ([]fact, e
 		}
 	}
 	return out, rows.Err()
+}
+
+// depletionDue reports whether the depletion check is due at now.
+func (d *Dispatcher) depletionDue(now time.Time) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return now.Sub(d.depletion) >= depletionEvery
 }
 
 // depletionFacts: every prepaid workspace whose month's spend has reached its credit
