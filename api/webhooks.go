@@ -8,11 +8,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
@@ -58,9 +58,12 @@ type NewEndpointSecret struct {
 	Secret string `json:"secret"`
 }
 
-// idPattern is what a workspace ID given to a webhook route must look like, as
-// openapi.json states it (createWorkspace takes at most 64 characters without spaces).
-var idPattern = regexp.MustCompile(`^\S{1,64}$`)
+// workspaceIDOK reports whether id can be a workspace's: 1 to 64 characters without
+// spaces, as createWorkspace takes them and openapi.json states it.
+func workspaceIDOK(id string) bool {
+	n := utf8.RuneCountInString(id)
+	return n >= 1 && n <= 64 && strings.IndexFunc(id, unicode.IsSpace) < 0
+}
 
 // maxEnabledEvents bounds an endpoint's list of event types.
 const maxEnabledEvents = 20
@@ -96,7 +99,7 @@ func (s *Server) createEndpoint(w http.ResponseWriter, r *http.Request) {
 		spec.EnabledEvents = evs
 	}
 	if body.WorkspaceID != nil {
-		if !idPattern.MatchString(*body.WorkspaceID) {
+		if !workspaceIDOK(*body.WorkspaceID) {
 			badParam(w, "workspace_id", "'workspace_id' is a workspace's ID (1 to 64 characters without spaces); omit it for an endpoint that receives every workspace's events.")
 			return
 		}
