@@ -167,9 +167,6 @@ func New(cfg Config, conn driver.Conn, src Sources, log *slog.Logger) (*Dispatch
 		inflight: map[string]int{}, sending: map[string]bool{}, wake: make(chan struct{}, 1), metrics: newMetrics()}, nil
 }
 
-// Config is the dispatcher's configuration, defaults applied.
-func (d *Dispatcher) Config() Config { return d.cfg }
-
 // Poke makes Run dispatch now rather than on its next wake-up (the webhook job pokes it
 // after each scan).
 func (d *Dispatcher) Poke() {

@@ -99,6 +99,7 @@ func newEnv(t *testing.T, cfg Config) *env {
 	}
 	e := &env{t: t, db: ccfg.Database, conn: conn, prices: pb, iv: iv, agg: agg, spend: spend.NewStore(conn, ccfg.Database),
 		store: NewStore(conn, ccfg.Database), logs: &syncBuffer{}, clock: &clock{t: time.Now().UTC()}}
+	e.store.now = e.clock.now // replays and rotations on the dispatcher's clock
 	e.d = e.dispatcher(cfg, "dispatcher-1")
 	return e
 }

@@ -20,7 +20,7 @@ import (
 // secret, each retry waits its backoff (nothing is sent a second before it is due), the
 // delivery log lists every attempt with what it got, and a replay sends an event again.
 func TestWebhookFailingReceiverGetsEveryEvent(t *testing.T) {
-	e := newEnv(t, Config{Timeout: 300 * time.Millisecond, RetryBase: 30 * time.Second})
+	e := newEnv(t, Config{Timeout: 2 * time.Second, RetryBase: 30 * time.Second})
 	mode := "500"
 	var mu sync.Mutex
 	r := newReceiver(t, func(int, Event) int {
@@ -147,7 +147,7 @@ func TestWebhookFailingReceiverGetsEveryEvent(t *testing.T) {
 		if !slices.Equal(codes, []int{500, 0, 500, 200}) {
 			t.Errorf("%s: status codes %v, want [500 0 500 200]", dl.ID, codes)
 		}
-		if a := dl.Attempts[1]; a.Error != "no answer within 300ms" {
+		if a := dl.Attempts[1]; a.Error != "no answer within 2s" {
 			t.Errorf("%s: the timed-out attempt says %q", dl.ID, a.Error)
 		}
 		if a := dl.Attempts[0]; a.Error != "HTTP 500" {
@@ -420,59 +420,69 @@ func TestWebhookEventIDsAreDeterministic(t *testing.T) {
 }
 
 // Two dispatchers on the same deliveries (two aggregate replicas) claim before they send:
-// every event is delivered, and copies are rare (each one counted, and logged as a second
-// attempt of the same number).
+// every event is delivered, each copy is logged as a second attempt of the same number,
+// and, with the claims left to settle (500 ms here, room for a loaded test machine;
+// 100 ms by default), no delivery is sent twice. Without the wait (1 ns) copies happen:
+// counted and logged, not asserted.
 func TestWebhookConcurrentDispatchersRarelySendTwice(t *testing.T) {
-	e := newEnv(t, Config{Concurrency: 8})
-	r := newReceiver(t, nil)
-	e.endpoint(EndpointSpec{URL: r.url()})
-	e.endpoint(EndpointSpec{URL: r.url() + "&copy=2"})
-	e.detect()
-	const n = 40
-	for i := range n {
-		e.grant(fmt.Sprintf("ws_%d", i), "3")
-	}
-	e.detect()
-	other := e.dispatcher(Config{Concurrency: 8}, "dispatcher-2")
-	for round := 0; round < 40; round++ {
-		var wg sync.WaitGroup
-		sent := make([]int, 2)
-		for i, d := range []*Dispatcher{e.d, other} {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				k, err := d.Dispatch(ctx(t))
-				if err != nil {
-					t.Error(err)
+	for _, c := range []struct {
+		settle    time.Duration
+		maxCopies int // -1: not checked
+	}{{time.Nanosecond, -1}, {500 * time.Millisecond, 0}} {
+		t.Run(fmt.Sprint("settle ", c.settle), func(t *testing.T) {
+			cfg := Config{Concurrency: 8, Settle: c.settle}
+			e := newEnv(t, cfg)
+			r := newReceiver(t, nil)
+			e.endpoint(EndpointSpec{URL: r.url()})
+			e.endpoint(EndpointSpec{URL: r.url() + "&copy=2"})
+			e.detect()
+			const n = 40
+			for i := range n {
+				e.grant(fmt.Sprintf("ws_%d", i), "3")
+			}
+			e.detect()
+			other := e.dispatcher(cfg, "dispatcher-2")
+			for round := 0; round < 60; round++ {
+				var wg sync.WaitGroup
+				sent := make([]int, 2)
+				for i, d := range []*Dispatcher{e.d, other} {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						k, err := d.Dispatch(ctx(t))
+						if err != nil {
+							t.Error(err)
+						}
+						d.Wait()
+						sent[i] = k
+					}()
 				}
-				d.Wait()
-				sent[i] = k
-			}()
-		}
-		wg.Wait()
-		if sent[0]+sent[1] == 0 {
-			break
-		}
-	}
-	per := map[string]int{}
-	for _, rq := range r.requests() {
-		per[rq.header.Get(DeliveryHeader)]++
-	}
-	copies := 0
-	for _, k := range per {
-		copies += k - 1
-	}
-	t.Logf("%d deliveries by two dispatchers racing: %d requests, %d copies", 2*n, len(r.requests()), copies)
-	if len(per) != 2*n {
-		t.Fatalf("%d of %d deliveries reached the receiver", len(per), 2*n)
-	}
-	if copies > 2*n/10 {
-		t.Errorf("%d copies of %d deliveries: claims do not keep the dispatchers apart", copies, 2*n)
-	}
-	for _, dl := range e.deliveries(DeliveryFilter{Limit: MaxList}) {
-		if dl.Status != StatusSucceeded || len(dl.Attempts) != per[dl.ID] {
-			t.Errorf("delivery %s: %s, %d attempts logged, %d requests", dl.ID, dl.Status, len(dl.Attempts), per[dl.ID])
-		}
+				wg.Wait()
+				if sent[0]+sent[1] == 0 {
+					break
+				}
+			}
+			per := map[string]int{}
+			for _, rq := range r.requests() {
+				per[rq.header.Get(DeliveryHeader)]++
+			}
+			copies := 0
+			for _, k := range per {
+				copies += k - 1
+			}
+			t.Logf("%d deliveries by two dispatchers racing, claims read back after %s: %d requests, %d copies", 2*n, c.settle, len(r.requests()), copies)
+			if len(per) != 2*n {
+				t.Fatalf("%d of %d deliveries reached the receiver", len(per), 2*n)
+			}
+			if c.maxCopies >= 0 && copies > c.maxCopies {
+				t.Errorf("%d copies of %d deliveries: claims do not keep the dispatchers apart", copies, 2*n)
+			}
+			for _, dl := range e.deliveries(DeliveryFilter{Limit: MaxList}) {
+				if dl.Status != StatusSucceeded || len(dl.Attempts) != per[dl.ID] {
+					t.Errorf("delivery %s: %s, %d attempts logged, %d requests", dl.ID, dl.Status, len(dl.Attempts), per[dl.ID])
+				}
+			}
+		})
 	}
 }
 
