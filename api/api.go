@@ -1,6 +1,7 @@
 // Package api is the read side of Venna metering: a workspace's usage and invoices over
 // REST, authenticated by the workspace's own API key, plus an admin API (workspaces, keys,
-// invoice runs) behind an admin token. A workspace key never sees another workspace.
+// invoice runs, spend control, credits, webhooks) behind an admin token. A workspace key
+// never sees another workspace.
 package api
 
 import (
@@ -114,6 +115,7 @@ type Server struct {
 	credits  Credits
 	plans    Plans
 	stripe   StripeStatus
+	webhooks Webhooks
 	log      *slog.Logger
 	metrics  *metrics
 	now      func() time.Time
@@ -184,6 +186,9 @@ func (s *Server) Handler() http.Handler {
 			r.Post("/invoices/run", s.runInvoices)
 			if s.plans != nil {
 				r.Get("/plans", s.listPlans)
+			}
+			if s.webhooks != nil {
+				s.webhookRoutes(r)
 			}
 			r.Route("/workspaces/{workspace_id}", func(r chi.Router) {
 				r.Use(s.adminScope)

@@ -23,6 +23,7 @@ import (
 	"github.com/venna/metering/internal/testenv"
 	"github.com/venna/metering/invoice"
 	"github.com/venna/metering/spend"
+	"github.com/venna/metering/webhook"
 )
 
 const adminToken = "test-admin-token-0123456789"
@@ -106,7 +107,8 @@ func newFixture(t *testing.T, opts ...fixtureOption) *fixture {
 		t.Fatal(err)
 	}
 	acfg := api.Config{Database: f.db, AdminToken: adminToken}
-	aopts := []api.Option{api.WithPrices(f.prices), api.WithAdmin(f.store, f.inv), api.WithSpend(spend.NewStore(conn, f.db)), api.WithCredits(f.inv), api.WithPlans(f.inv)}
+	aopts := []api.Option{api.WithPrices(f.prices), api.WithAdmin(f.store, f.inv), api.WithSpend(spend.NewStore(conn, f.db)), api.WithCredits(f.inv), api.WithPlans(f.inv),
+		api.WithWebhooks(webhook.NewStore(conn, f.db))}
 	for _, o := range opts {
 		o(f, &acfg, &aopts)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/venna/metering/invoice"
 	"github.com/venna/metering/spend"
 	"github.com/venna/metering/stripesync"
+	"github.com/venna/metering/webhook"
 )
 
 type openAPIDoc struct {
@@ -45,7 +46,8 @@ func readOpenAPI(t *testing.T, h http.Handler) (openAPIDoc, []byte) {
 func adminServer(t *testing.T) http.Handler {
 	t.Helper()
 	srv, err := api.New(api.Config{Database: "unused", AdminToken: adminToken}, nil, nil, nil,
-		slog.New(slog.NewTextHandler(io.Discard, nil)), api.WithAdmin(&apikey.Store{}, fakeBilling{}), api.WithSpend(spend.NewStore(nil, "unused")), api.WithCredits(&invoice.Invoicer{}), api.WithPlans(&invoice.Invoicer{}), api.WithStripe(stripesync.NewStore(nil, "unused")))
+		slog.New(slog.NewTextHandler(io.Discard, nil)), api.WithAdmin(&apikey.Store{}, fakeBilling{}), api.WithSpend(spend.NewStore(nil, "unused")), api.WithCredits(&invoice.Invoicer{}), api.WithPlans(&invoice.Invoicer{}), api.WithStripe(stripesync.NewStore(nil, "unused")),
+		api.WithWebhooks(webhook.NewStore(nil, "unused")))
 	if err != nil {
 		t.Fatal(err)
 	}

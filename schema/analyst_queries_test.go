@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -23,6 +24,7 @@ import (
 	"github.com/venna/metering/internal/testenv"
 	"github.com/venna/metering/invoice"
 	"github.com/venna/metering/spend"
+	"github.com/venna/metering/webhook"
 )
 
 // The price book of the seeded database: fixed here so that the expected spend is too.
@@ -140,6 +142,33 @@ func seed(t *testing.T, conn driver.Conn, db string) seeded {
 	}
 	if _, err := spend.NewAlerter(sp, book, slog.New(slog.DiscardHandler), nil).Run(ctx); err != nil {
 		t.Fatal(err)
+	}
+	// Webhooks: the events of all that, to an endpoint that answers 200 (its deliveries
+	// succeeded) and to one that answers 500 (pending, one attempt each).
+	hooks := webhook.NewStore(conn, db)
+	for _, status := range []int{http.StatusOK, http.StatusInternalServerError} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(status) }))
+		t.Cleanup(srv.Close)
+		if _, _, err := hooks.CreateEndpoint(ctx, webhook.EndpointSpec{URL: fmt.Sprintf("%s/%d", srv.URL, status)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, err := webhook.New(webhook.Config{Database: db}, conn, webhook.Sources{Invoices: inv}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Detect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for { // rounds of at most four deliveries per endpoint, until none is due
+		n, err := d.Dispatch(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Wait()
+		if n == 0 {
+			break
+		}
 	}
 	return s
 }
@@ -359,6 +388,19 @@ func TestAnalystQueries(t *testing.T) {
 		"14_usage_by_workspace_last_7_days": func(t *testing.T, rows []row) {
 			if len(rows) != 3 || rows[0]["workspace_id"] != "ws_big" || rows[0]["name"] != "WS_BIG" || num(t, rows[0]["requests"]) != 60 || num(t, rows[0]["input_tokens"]) != 600000 {
 				t.Errorf("got %v, want ws_big (WS_BIG) first with 60 requests and 600000 input tokens", rows)
+			}
+		},
+		"17_webhook_deliveries_by_endpoint": func(t *testing.T, rows []row) {
+			if len(rows) != 2 {
+				t.Fatalf("%d endpoints, want 2: %v", len(rows), rows)
+			}
+			good, bad := rows[1], rows[0] // failing ones first
+			n := num(t, good["succeeded"])
+			if !strings.HasSuffix(fmt.Sprint(good["url"]), "/200") || n < 4 || num(t, good["pending"]) != 0 || num(t, good["attempts"]) != n {
+				t.Errorf("the answering endpoint: %v, want every delivery succeeded at its first attempt", good)
+			}
+			if !strings.HasSuffix(fmt.Sprint(bad["url"]), "/500") || num(t, bad["pending"]) != n || num(t, bad["attempts"]) != n || num(t, bad["succeeded"]) != 0 {
+				t.Errorf("the failing endpoint: %v, want its %v deliveries pending after one attempt each", bad, n)
 			}
 		},
 		"16_budget_alerts_this_month": func(t *testing.T, rows []row) {

@@ -98,6 +98,13 @@ var placements = map[string]string{
 	// Stripe pushes: a few rows per workspace and invoice.
 	"stripe_customers":    onEveryServer,
 	"stripe_invoice_sync": onEveryServer,
+	// Webhooks: a few rows per endpoint, event and attempt; the dispatchers of every
+	// aggregator read and claim deliveries, each on the server it is connected to.
+	"webhook_endpoints":  onEveryServer,
+	"webhook_secrets":    onEveryServer,
+	"webhook_events":     onEveryServer,
+	"webhook_deliveries": onEveryServer,
+	"webhook_attempts":   onEveryServer,
 }
 
 var (

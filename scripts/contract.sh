@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Checks the REST API against its contract, api/openapi.json, with Schemathesis (pinned, in
 # a venv under ~/.cache/venna): it builds venna, migrates a database of its own, creates a
-# workspace with a key, a budget, a credit grant and an invoice run, serves the API, then
-# runs every phase and check of Schemathesis over the workspace routes (with the workspace
-# key) and the admin routes (with the admin token). Any finding fails it.
+# workspace with a key, a budget, a credit grant, an invoice run, a webhook endpoint and
+# the grant's webhook event (aggregate --once), serves the API, then runs every phase and
+# check of Schemathesis over the workspace routes (with the workspace key) and the admin
+# routes (with the admin token). Any finding fails it.
 #
 # Needs running services: VENNA_CLICKHOUSE_ADDR (and _PROTOCOL, _SECURE, _CA_FILE) and
 # VENNA_KAFKA_BROKERS, as scripts/services.sh env prints them; scripts/test.sh runs it.
@@ -39,6 +40,8 @@ token=$("$bin" key create --workspace ws_contract --name contract | sed -n 's/^s
 "$bin" budget set --workspace ws_contract --monthly-usd 10 --hard >/dev/null
 "$bin" credit grant --workspace ws_contract --amount-usd 5 --reason contract >/dev/null
 "$bin" invoice run >/dev/null
+"$bin" webhook add --workspace ws_contract --url http://127.0.0.1:9/contract --description contract >/dev/null
+"$bin" aggregate --once >/dev/null # the grant's webhook event, and a delivery attempt refused at port 9
 
 "$bin" api >"$work/api.log" 2>&1 &
 api=$!

@@ -51,7 +51,7 @@ const (
 func commands() []*command {
 	return []*command{
 		gatewayCmd(), ingestCmd(), aggregateCmd(), apiCmd(), allCmd(), simCmd(),
-		migrateCmd(), workspaceCmd(), keyCmd(), invoiceCmd(), budgetCmd(), rateLimitCmd(), creditCmd(), planCmd(), stripeCmd(), dlqCmd(), demoCmd(),
+		migrateCmd(), workspaceCmd(), keyCmd(), invoiceCmd(), budgetCmd(), rateLimitCmd(), creditCmd(), planCmd(), stripeCmd(), webhookCmd(), dlqCmd(), demoCmd(),
 		probeCmd(), configTableCmd(),
 	}
 }

@@ -63,6 +63,10 @@ type Config struct {
 	StripeDaysUntilDue int
 	StripeSince        time.Time
 	StripeSchedule     string
+	WebhookSchedule    string
+	WebhookTimeout     time.Duration
+	WebhookConcurrency int
+	WebhookRetryFor    time.Duration
 
 	SimAddr   string
 	SimAPIKey string
@@ -92,6 +96,7 @@ var groups = []group{
 	{"redis", "Shared limits (Redis)"},
 	{"ingest", "Ingest"},
 	{"aggregate", "Aggregate schedules"},
+	{"webhooks", "Webhook delivery"},
 	{"api", "REST API"},
 	{"sim", "Simulated upstream"},
 	{"log", "Logging"},
@@ -278,6 +283,10 @@ func (c *Config) settings() []setting {
 		{"aggregate", "alert-schedule", "VENNA_ALERT_SCHEDULE", "@every 1m", "cron schedule of the budget alerts job", parsed(cronValue{&c.AlertSchedule})},
 		{"aggregate", "stripe-schedule", "VENNA_STRIPE_SCHEDULE", "@every 5m", "cron schedule of the Stripe push (with --stripe-api-key; failed pushes retried with backoff)", parsed(cronValue{&c.StripeSchedule})},
 		{"aggregate", "aggregate-metrics-addr", "VENNA_AGGREGATE_METRICS_ADDR", "127.0.0.1:9102", "aggregate role's /healthz, /readyz and /metrics listen address (empty: none)", str(&c.AggregateMetrics)},
+		{"webhooks", "webhook-schedule", "VENNA_WEBHOOK_SCHEDULE", "@every 10s", "cron schedule of the webhook job: record new events, then send what is due (retries included)", parsed(cronValue{&c.WebhookSchedule})},
+		{"webhooks", "webhook-timeout", "VENNA_WEBHOOK_TIMEOUT", "10s", "longest webhook delivery attempt: connecting, sending, reading the answer", dur(&c.WebhookTimeout)},
+		{"webhooks", "webhook-concurrency", "VENNA_WEBHOOK_CONCURRENCY", "16", "webhook attempts in flight per aggregate process (a quarter of them at most to one endpoint)", num(&c.WebhookConcurrency)},
+		{"webhooks", "webhook-retry-for", "VENNA_WEBHOOK_RETRY_FOR", "72h", "how long a webhook delivery is retried (backoff from 30s, doubling, at most 6h apart) before it is given up", dur(&c.WebhookRetryFor)},
 		{"api", "api-addr", "VENNA_API_ADDR", "127.0.0.1:8081", "REST API listen address", str(&c.APIAddr)},
 		{"api", "admin-token", "VENNA_ADMIN_TOKEN", "", "bearer token of the REST API's admin routes under /v1/admin/, 16+ characters (empty: admin API off)", str(&c.AdminToken)},
 		{"sim", "sim-addr", "VENNA_SIM_ADDR", "127.0.0.1:18090", "listen address of the simulated upstream", str(&c.SimAddr)},

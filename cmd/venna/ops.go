@@ -27,17 +27,18 @@ type jobMetrics struct {
 
 // Job labels.
 const (
-	jobRollup  = "rollup"
-	jobInvoice = "invoice"
-	jobAlerts  = "alerts"
-	jobStripe  = "stripe"
+	jobRollup   = "rollup"
+	jobInvoice  = "invoice"
+	jobAlerts   = "alerts"
+	jobStripe   = "stripe"
+	jobWebhooks = "webhooks"
 )
 
 func newJobMetrics() *jobMetrics {
 	m := &jobMetrics{
 		reg: prometheus.NewRegistry(),
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "venna_aggregate_runs_total",
-			Help: "Runs of the aggregator's jobs (rollup: hourly and daily rollups; invoice: current and previous month; alerts: budget alerts; stripe: the push of finalized invoices to Stripe)."}, []string{"job"}),
+			Help: "Runs of the aggregator's jobs (rollup: hourly and daily rollups; invoice: current and previous month; alerts: budget alerts; stripe: the push of finalized invoices to Stripe; webhooks: the scan for new webhook events)."}, []string{"job"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "venna_aggregate_run_failures_total",
 			Help: "Runs that ended in an error (an invoice run counts as failed when any workspace was not invoiced, a Stripe push when any invoice was not pushed)."}, []string{"job"}),
 		lastOK: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "venna_aggregate_last_success_timestamp_seconds",
@@ -51,7 +52,7 @@ func newJobMetrics() *jobMetrics {
 		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "venna_spend_alerts_total",
 			Help: "Budget alerts raised, by type (budget.threshold_reached, budget.exceeded)."}, []string{"type"}),
 	}
-	for _, job := range []string{jobRollup, jobInvoice, jobAlerts, jobStripe} { // series from the start, so rate() and alerts have them
+	for _, job := range []string{jobRollup, jobInvoice, jobAlerts, jobStripe, jobWebhooks} { // series from the start, so rate() and alerts have them
 		m.runs.WithLabelValues(job)
 		m.failures.WithLabelValues(job)
 		m.lastOK.WithLabelValues(job)

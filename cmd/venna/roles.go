@@ -29,6 +29,7 @@ import (
 	"github.com/venna/metering/simupstream"
 	"github.com/venna/metering/spend"
 	"github.com/venna/metering/stripesync"
+	"github.com/venna/metering/webhook"
 )
 
 func openDB(ctx context.Context, env *Env) (driver.Conn, error) {
@@ -105,6 +106,10 @@ func (c *Config) limiterConfig() spend.LimiterConfig {
 
 func (c *Config) invoiceConfig() invoice.Config {
 	return invoice.Config{Database: c.ClickHouse.Database, Grace: c.InvoiceGrace}
+}
+
+func (c *Config) webhookConfig() webhook.Config {
+	return webhook.Config{Database: c.ClickHouse.Database, Timeout: c.WebhookTimeout, Concurrency: c.WebhookConcurrency, RetryFor: c.WebhookRetryFor}
 }
 
 func gatewayCmd() *command {
@@ -228,15 +233,16 @@ func aggregateCmd() *command {
 	return &command{
 		name:    "aggregate",
 		kind:    kindRole,
-		summary: "cron: hourly rollups, invoices, budget alerts, Stripe push (--once: now)",
+		summary: "cron: hourly rollups, invoices, budget alerts, Stripe push, webhooks (--once: now)",
 		about: "Rolls raw usage up by hour and day, computes the current and previous month's invoices\n" +
-			"(finalizing a month once its grace period is over), raises budget alerts and, with\n" +
-			"--stripe-api-key, pushes finalized invoices to Stripe, each on its cron schedule; --once runs\n" +
-			"them once and exits. /healthz, /readyz and /metrics are on --aggregate-metrics-addr.",
+			"(finalizing a month once its grace period is over), raises budget alerts, with\n" +
+			"--stripe-api-key pushes finalized invoices to Stripe, and records and delivers webhook\n" +
+			"events, each on its cron schedule; --once runs them once and exits. /healthz, /readyz and\n" +
+			"/metrics are on --aggregate-metrics-addr.",
 		example: []string{"venna aggregate --invoice-schedule '@every 10m'", "venna aggregate --once"},
-		groups:  []string{"clickhouse", "prices", "invoices", "stripe", "aggregate", "log"},
+		groups:  []string{"clickhouse", "prices", "invoices", "stripe", "aggregate", "webhooks", "log"},
 		flags: func(fs *flag.FlagSet) {
-			fs.BoolVar(&once, "once", false, "run the rollup, the invoice job, the budget alerts and the Stripe push once, then exit")
+			fs.BoolVar(&once, "once", false, "run the rollup, the invoice job, the budget alerts, the Stripe push and the webhook job once (waiting for its deliveries), then exit")
 		},
 		forms: []form{{opts: "[--once]", flags: []string{"once"}}},
 		run:   func(ctx context.Context, env *Env, _ string, _ []string) error { return runAggregate(ctx, env, once) },
@@ -250,7 +256,10 @@ type jobs struct {
 	inv    *invoice.Invoicer
 	alerts *spend.Alerter
 	stripe *stripesync.Syncer // nil: Stripe off
-	mu     sync.Mutex         // one job at a time in this process, the Stripe push aside
+	hooks  *webhook.Dispatcher
+	// mu: one job at a time in this process (not the Stripe push nor webhooks: neither
+	// Stripe nor a receiver ever holds up billing).
+	mu sync.Mutex
 	// stripeMu keeps Stripe pushes one at a time; the push never takes mu.
 	stripeMu sync.Mutex
 	now      func() time.Time
@@ -277,11 +286,16 @@ func newJobs(ctx context.Context, env *Env, conn driver.Conn) (*jobs, error) {
 		return nil, err
 	}
 	j := &jobs{env: env, agg: agg, inv: inv, now: time.Now}
-	j.alerts = spend.NewAlerter(spend.NewStore(conn, c.ClickHouse.Database), prices, env.Log, func(a spend.Alert) { j.metrics.alert(a.Type) })
+	store := spend.NewStore(conn, c.ClickHouse.Database)
+	j.alerts = spend.NewAlerter(store, prices, env.Log, func(a spend.Alert) { j.metrics.alert(a.Type) })
 	if c.stripeOn() {
 		if j.stripe, err = newSyncer(env, conn, inv); err != nil {
 			return nil, err
 		}
+	}
+	j.hooks, err = webhook.New(c.webhookConfig(), conn, webhook.Sources{Invoices: inv, Credits: inv, Spend: store, Prices: prices}, env.Log)
+	if err != nil {
+		return nil, err
 	}
 	return j, nil
 }
@@ -345,13 +359,42 @@ func (j *jobs) budgetAlerts(ctx context.Context) (err error) {
 	return nil
 }
 
+// webhooks records the webhook events of what the other jobs wrote since its last scan,
+// then wakes the dispatcher, which sends what is due in the background: the job itself
+// never waits for a receiver.
+func (j *jobs) webhooks(ctx context.Context) (err error) {
+	defer j.metrics.observe(jobWebhooks, time.Now(), &err)
+	defer j.hooks.Poke()
+	res, err := j.hooks.Detect(ctx)
+	if err != nil {
+		j.env.Log.Error("webhook scan failed", "err", err)
+		return err
+	}
+	if len(res.Events) > 0 {
+		j.env.Log.Info("webhook events recorded", "events", len(res.Events), "deliveries", res.Deliveries)
+	}
+	return nil
+}
+
+// webhooksOnce is the webhook job of --once: a scan, one round of deliveries, and the
+// wait for them.
+func (j *jobs) webhooksOnce(ctx context.Context) error {
+	if err := j.webhooks(ctx); err != nil {
+		return err
+	}
+	_, err := j.hooks.Dispatch(ctx)
+	j.hooks.Wait()
+	return err
+}
+
 func runAggregate(ctx context.Context, env *Env, once bool) error {
 	c := env.Config
 	var stripeErr error
 	if c.stripeOn() {
 		stripeErr = c.stripeConfig().Validate()
 	}
-	if err := errors.Join((aggregate.Config{Database: c.ClickHouse.Database}).Validate(), c.invoiceConfig().Validate(), stripeErr); err != nil {
+	if err := errors.Join((aggregate.Config{Database: c.ClickHouse.Database}).Validate(), c.invoiceConfig().Validate(), stripeErr,
+		c.webhookConfig().Validate()); err != nil {
 		return invalid(err)
 	}
 	conn, err := openDB(ctx, env)
@@ -369,9 +412,12 @@ func runAggregate(ctx context.Context, env *Env, once bool) error {
 			// After the invoice job: what it just finalized is pushed in the same run.
 			err = errors.Join(err, j.stripePush(ctx))
 		}
-		return err
+		return errors.Join(err, j.webhooksOnce(ctx))
 	}
 	j.metrics = newJobMetrics()
+	if err := j.hooks.Instrument(j.metrics.reg); err != nil {
+		return err
+	}
 	return withOps(ctx, env, "aggregate-ops", env.Config.AggregateMetrics, opsHandler(j.metrics.reg, conn), j.schedule)
 }
 
@@ -395,18 +441,24 @@ func (j *jobs) schedule(ctx context.Context) error {
 			return fmt.Errorf("stripe-schedule %q: %w", stripe, err)
 		}
 	}
+	if _, err := c.AddFunc(j.env.Config.WebhookSchedule, func() { j.webhooks(ctx) }); err != nil {
+		return fmt.Errorf("webhook-schedule %q: %w", j.env.Config.WebhookSchedule, err)
+	}
+	dispatched := make(chan error, 1)
+	go func() { dispatched <- j.hooks.Run(ctx) }()
 	c.Start()
-	j.env.Log.Info("scheduled", "rollup", j.env.Config.AggregateSchedule, "invoices", j.env.Config.InvoiceSchedule, "stripe", stripe)
+	j.env.Log.Info("scheduled", "rollup", j.env.Config.AggregateSchedule, "invoices", j.env.Config.InvoiceSchedule, "stripe", stripe,
+		"webhooks", j.env.Config.WebhookSchedule)
 	<-ctx.Done()
 	<-c.Stop().Done()
-	return nil
+	return <-dispatched // the attempts in flight end within --webhook-timeout
 }
 
 func apiCmd() *command {
 	return &command{
 		name:    "api",
 		kind:    kindRole,
-		summary: "REST API: /v1/usage, /v1/invoices, /v1/spend, /v1/credits, admin API",
+		summary: "REST API: /v1/usage, /v1/invoices, /v1/spend, /v1/credits, admin API (webhooks too)",
 		about: "Serves the REST read side to holders of API keys — usage, invoices, spend and credits — and,\n" +
 			"with --admin-token, the admin API under /v1/admin/. /openapi.json, /healthz, /readyz and\n" +
 			"/metrics are on the same address.",
@@ -441,7 +493,8 @@ func runAPI(ctx context.Context, env *Env) error {
 	srv, err := api.New(api.Config{Database: c.ClickHouse.Database, AdminToken: c.AdminToken}, conn, auth, inv, env.Log,
 		api.WithPrices(prices), api.WithAdmin(apikey.NewStore(conn, c.ClickHouse.Database), inv),
 		api.WithSpend(spend.NewStore(conn, c.ClickHouse.Database)), api.WithCredits(inv), api.WithPlans(inv),
-		api.WithStripe(stripesync.NewStore(conn, c.ClickHouse.Database)))
+		api.WithStripe(stripesync.NewStore(conn, c.ClickHouse.Database)),
+		api.WithWebhooks(webhook.NewStore(conn, c.ClickHouse.Database)))
 	if err != nil {
 		return err
 	}

@@ -27,11 +27,12 @@ import (
 	"github.com/venna/metering/schema"
 	"github.com/venna/metering/spend"
 	"github.com/venna/metering/stripesync"
+	"github.com/venna/metering/webhook"
 )
 
 // catalogues is every package's statements, as the packages send them.
 var catalogues = []*sqlset.Set{schema.Queries, ingest.Queries, apikey.Queries, aggregate.Queries, invoice.Queries, api.Queries,
-	spend.Queries, stripesync.Queries, mainQueries()}
+	spend.Queries, stripesync.Queries, webhook.Queries, mainQueries()}
 
 // mainQueries reads cmd/venna's catalogue (a main package cannot be imported).
 func mainQueries() *sqlset.Set {

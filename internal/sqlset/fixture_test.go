@@ -102,6 +102,12 @@ func (f *fixture) legacyLines() [][]any {
 
 func unix(t time.Time) string { return fmt.Sprint(t.Unix()) }
 
+// delivery is a webhook_deliveries row of the fixture.
+func delivery(id, event, endpoint string, created time.Time, status string, attempts uint32, next time.Time, claimedBy string, claimedUntil time.Time, version uint64) []any {
+	return []any{id, event, endpoint, "ws_a", "invoice.finalized", uint8(0), created, status, attempts, next, time.Unix(0, 0).UTC(),
+		uint16(0), "", claimedBy, claimedUntil, version}
+}
+
 func dt(ts ...time.Time) string {
 	parts := make([]string, len(ts))
 	for i, t := range ts {
@@ -301,6 +307,55 @@ func (f *fixture) examples() []example {
 		{set: "spend", name: "alerts", fill: []string{"since", unix(f.prev)}, args: []any{"ws_a"}},
 		{set: "spend", name: "alerted", fill: []string{"period", unix(f.month)}},
 
+		// Webhooks: two endpoints (one disabled in its second version), a rotated secret,
+		// events of the fixture's invoices, deliveries at several steps, attempts.
+		{set: "webhook", name: "insert_endpoint", rows: [][]any{
+			{"we_a", "ws_a", "https://hooks.example.com/a", "billing", []string{"*"}, uint8(1), f.old, f.old, uint64(1)},
+			{"we_g", "", "http://127.0.0.1:9/all", "", []string{"invoice.finalized", "invoice.voided"}, uint8(1), f.old, f.old, uint64(1)},
+			{"we_a", "ws_a", "https://hooks.example.com/a", "billing", []string{"*"}, uint8(0), f.old, f.prev, uint64(2)},
+			{"we_b", "ws_b", "https://hooks.example.com/b", "", []string{"budget.exceeded"}, uint8(1), f.prev, f.prev, uint64(1)},
+		}},
+		{set: "webhook", name: "endpoints", fill: []string{"where", "1 = 1"}},
+		{set: "webhook", name: "insert_secret", rows: [][]any{
+			{"we_a", "whsec_1", f.old, time.Unix(0, 0).UTC(), uint64(1)},
+			{"we_g", "whsec_2", f.old, time.Unix(0, 0).UTC(), uint64(1)},
+			{"we_g", "whsec_3", f.prev, time.Unix(0, 0).UTC(), uint64(2)},
+			{"we_g", "whsec_2", f.old, f.prev.Add(24 * time.Hour), uint64(2)},
+		}},
+		{set: "webhook", name: "secrets", fill: []string{"where", "has(?, endpoint_id)"}, args: []any{[]string{"we_a", "we_g"}}},
+		{set: "webhook", name: "read_watermark"},
+		{set: "webhook", name: "advance_watermark", args: []any{f.ingested.Unix(), uint64(7)}},
+		{set: "webhook", name: "changed_invoices", fill: []string{"since", "0"}},
+		{set: "webhook", name: "changed_alerts", fill: []string{"since", unix(f.prev)}},
+		{set: "webhook", name: "changed_grants", fill: []string{"since_ns", "2"}},
+		{set: "webhook", name: "insert_events", rows: [][]any{
+			{"evt_1", "invoice.created", "ws_a", "inv_a_prev", f.prev, f.ingested, `{"id":"evt_1"}`, uint64(1)<<63 - 5},
+			{"evt_2", "invoice.finalized", "ws_a", "inv_a_prev", f.month, f.ingested, `{"id":"evt_2"}`, uint64(1)<<63 - 5},
+			{"evt_2", "invoice.finalized", "ws_a", "inv_a_prev", f.month, f.ingested, `{"id":"evt_2","later":true}`, uint64(1)<<63 - 9},
+			{"evt_3", "budget.exceeded", "ws_b", "alert_2", f.month, f.ingested, `{"id":"evt_3"}`, uint64(1)<<63 - 5},
+		}},
+		{set: "webhook", name: "recorded_events", args: []any{[]string{"evt_2", "evt_9"}}},
+		{set: "webhook", name: "insert_deliveries", rows: [][]any{
+			delivery("wd_1", "evt_1", "we_a", f.ingested, "pending", 0, f.ingested, "", time.Unix(0, 0).UTC(), 10),
+			delivery("wd_2", "evt_2", "we_g", f.ingested, "pending", 0, f.ingested, "", time.Unix(0, 0).UTC(), 10),
+			delivery("wd_2", "evt_2", "we_g", f.ingested, "pending", 0, f.ingested, "disp-a", f.now.Add(time.Hour), 1<<53|1<<52|10),
+			delivery("wd_2", "evt_2", "we_g", f.ingested, "pending", 1, f.now.Add(-time.Minute), "", time.Unix(0, 0).UTC(), 2<<53|10),
+			delivery("wd_3", "evt_2", "we_b", f.ingested, "succeeded", 1, time.Unix(0, 0).UTC(), "", time.Unix(0, 0).UTC(), 2<<53|10),
+			delivery("wd_4", "evt_3", "we_b", f.ingested, "pending", 0, f.ingested, "disp-b", f.now.Add(time.Hour), 1<<53|1<<52|10),
+		}},
+		{set: "webhook", name: "due_deliveries", fill: []string{"now", unix(f.now), "per_endpoint", "1", "limit", "10"},
+			args: []any{[]string{"we_a"}, []string{""}}},
+		{set: "webhook", name: "deliveries", fill: []string{"where", "1 = 1", "limit", "10"}},
+		{set: "webhook", name: "payloads", args: []any{[]string{"evt_1", "evt_2"}}},
+		{set: "webhook", name: "events", fill: []string{"where", "workspace_id = ?", "limit", "10"}, args: []any{"ws_a"}},
+		{set: "webhook", name: "insert_attempt", rows: [][]any{
+			{"we_g", "wd_2", uint32(1), "evt_2", "invoice.finalized", "ws_a", "http://127.0.0.1:9/all", f.ingested, uint32(12), uint16(500),
+				"HTTP 500", "oops", "retrying", f.now.Add(-time.Minute), "disp-a"},
+			{"we_b", "wd_3", uint32(1), "evt_2", "invoice.finalized", "ws_a", "https://hooks.example.com/b", f.ingested, uint32(3), uint16(200),
+				"", "", "succeeded", time.Unix(0, 0).UTC(), "disp-a"},
+		}},
+		{set: "webhook", name: "attempts", args: []any{[]string{"wd_2", "wd_3"}}},
+
 		// Rollups.
 		{set: "aggregate", name: "read_watermark", args: []any{"usage_hourly"}},
 		{set: "aggregate", name: "touched_hours", args: []any{time.Unix(0, 0).UTC()}},
@@ -352,5 +407,6 @@ func (f *fixture) examples() []example {
 		{set: "analyst", name: "14_usage_by_workspace_last_7_days"},
 		{set: "analyst", name: "15_invoice_lines_this_month"},
 		{set: "analyst", name: "16_budget_alerts_this_month"},
+		{set: "analyst", name: "17_webhook_deliveries_by_endpoint"},
 	}
 }
