@@ -2,12 +2,16 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +23,7 @@ import (
 	"github.com/venna/metering/internal/testenv"
 	"github.com/venna/metering/invoice"
 	"github.com/venna/metering/stripesync"
+	"github.com/venna/metering/webhook"
 )
 
 // planPrices: venna-1 at list prices and a plan with a $20 fee, a $100 commitment and
@@ -53,6 +58,14 @@ func TestPlanEndToEnd(t *testing.T) {
 	token := s.workspace("ws_plan")
 	s.adminPut("ws_plan", "/subscription", map[string]any{"plan_id": "e2e"})
 	subscribed := time.Now().UTC().Truncate(time.Hour)
+	// The workspace's finance system listens for its finalized invoices.
+	hooks := newHookReceiver(t)
+	var endpoint struct {
+		ID     string `json:"id"`
+		Secret string `json:"secret"`
+	}
+	s.adminJSON(http.MethodPost, "/v1/admin/webhook_endpoints", map[string]any{"url": hooks.URL, "workspace_id": "ws_plan",
+		"enabled_events": []string{webhook.InvoiceFinalized}}, http.StatusCreated, &endpoint)
 
 	client := openai.NewClient(option.WithBaseURL(s.gateways[0]+"/v1"), option.WithAPIKey(token), option.WithMaxRetries(0))
 	var input, cached, output int64
@@ -200,6 +213,84 @@ func TestPlanEndToEnd(t *testing.T) {
 		kinds[invoice.KindUsage] != len(got.Lines)-1-kinds[invoice.KindCommitment] {
 		t.Errorf("Stripe got items of %d cents (want %d), kinds %v, %d finalize calls", cents, want, kinds, finalized)
 	}
-	t.Logf("%d completions, %d output tokens over three tiers; invoice %s: %d lines, total %s, pushed to Stripe as items of kinds %v",
-		n, output, got.ID, len(got.Lines), got.Total, kinds)
+
+	// The aggregate role's webhook job, once: the finalized invoice reaches the endpoint as a
+	// signed invoice.finalized event that README's Go snippet verifies, as a receiver would.
+	dispatcher, err := webhook.New(webhook.Config{Database: s.db}, s.conn, webhook.Sources{Invoices: closed}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dispatcher.Detect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dispatcher.Dispatch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dispatcher.Wait()
+	delivered := hooks.requests()
+	if len(delivered) != 1 {
+		t.Fatalf("the endpoint got %d requests, want the one invoice.finalized", len(delivered))
+	}
+	var event struct {
+		ID   string `json:"id"`
+		Type string `json:"type"`
+		Data struct {
+			Object invoice.Invoice `json:"object"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(delivered[0].body, &event); err != nil {
+		t.Fatalf("webhook body: %v: %s", err, delivered[0].body)
+	}
+	if o := event.Data.Object; event.Type != webhook.InvoiceFinalized || o.ID != got.ID || o.Status != invoice.StatusFinalized ||
+		!o.Total.Equal(got.Total) || len(o.Lines) != len(got.Lines) {
+		t.Errorf("webhook event %s %s: invoice %s %s total %s with %d lines, want %s finalized total %s with %d lines",
+			event.ID, event.Type, o.ID, o.Status, o.Total, len(o.Lines), got.ID, got.Total, len(got.Lines))
+	}
+	verify := testenv.ReadmeWebhookVerifier(t, "../README.md", "go")
+	dir := t.TempDir()
+	sig := delivered[0].header.Get(webhook.SignatureHeader)
+	at := delivered[0].at.Unix()
+	if out := verify(t, testenv.WriteFile(t, dir, "body.json", string(delivered[0].body)), sig, endpoint.Secret, at); out != "ok" {
+		t.Errorf("README's snippet on the delivery (%s): %s", sig, out)
+	}
+	forged := strings.Replace(string(delivered[0].body), `"total":"`+got.Total.String()+`"`, `"total":"0.01"`, 1)
+	if forged == string(delivered[0].body) {
+		t.Fatalf("the total %s is not in the body as expected: %s", got.Total, delivered[0].body)
+	}
+	if out := verify(t, testenv.WriteFile(t, dir, "forged.json", forged), sig, endpoint.Secret, at); out == "ok" {
+		t.Error("README's snippet accepts a body whose total was changed")
+	}
+	t.Logf("%d completions, %d output tokens over three tiers; invoice %s: %d lines, total %s, pushed to Stripe as items of kinds %v; webhook %s verified",
+		n, output, got.ID, len(got.Lines), got.Total, kinds, event.ID)
+}
+
+// hookReceiver is a webhook endpoint that answers 200 and keeps what it got.
+type hookReceiver struct {
+	*httptest.Server
+	mu  sync.Mutex
+	got []hookRequest
+}
+
+type hookRequest struct {
+	header http.Header
+	body   []byte
+	at     time.Time
+}
+
+func newHookReceiver(t *testing.T) *hookReceiver {
+	r := &hookReceiver{}
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		r.mu.Lock()
+		r.got = append(r.got, hookRequest{req.Header.Clone(), body, time.Now()})
+		r.mu.Unlock()
+	}))
+	t.Cleanup(r.Close)
+	return r
+}
+
+func (r *hookReceiver) requests() []hookRequest {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]hookRequest(nil), r.got...)
 }

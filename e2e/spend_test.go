@@ -31,6 +31,7 @@ import (
 	"github.com/venna/metering/invoice"
 	"github.com/venna/metering/simupstream"
 	"github.com/venna/metering/spend"
+	"github.com/venna/metering/webhook"
 )
 
 // spendPrices make a completion cost cents, so budgets of dollars are reached in seconds.
@@ -127,7 +128,8 @@ func newStack(t *testing.T, ctx context.Context, gateways int, refresh time.Dura
 	go func() { cons.Run(consCtx); close(done) }()
 	t.Cleanup(func() { stop(); <-done })
 	srv, err := api.New(api.Config{Database: s.db, AdminToken: s.admin}, conn, auth, s.invoices, log,
-		api.WithPrices(s.book), api.WithAdmin(s.store, s.invoices), api.WithSpend(s.spend), api.WithCredits(s.invoices), api.WithPlans(s.invoices))
+		api.WithPrices(s.book), api.WithAdmin(s.store, s.invoices), api.WithSpend(s.spend), api.WithCredits(s.invoices), api.WithPlans(s.invoices),
+		api.WithWebhooks(webhook.NewStore(conn, s.db)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,18 +160,40 @@ func (s *spendStack) adminPut(ws, route string, body any) {
 // admin2xx sends body to an admin route of workspace ws and fails the test on anything but 2xx.
 func (s *spendStack) admin2xx(method, ws, route string, body any) {
 	s.t.Helper()
+	if code, msg := s.adminDo(method, "/v1/admin/workspaces/"+ws+route, body); code/100 != 2 {
+		s.t.Fatalf("%s %s%s: %d %s", method, ws, route, code, msg)
+	}
+}
+
+// adminJSON sends body to an admin path, fails the test unless the answer has status
+// want, and decodes it into v.
+func (s *spendStack) adminJSON(method, path string, body any, want int, v any) {
+	s.t.Helper()
+	code, msg := s.adminDo(method, path, body)
+	if code != want {
+		s.t.Fatalf("%s %s: %d %s, want %d", method, path, code, msg, want)
+	}
+	if err := json.Unmarshal(msg, v); err != nil {
+		s.t.Fatalf("%s %s: %v: %s", method, path, err, msg)
+	}
+}
+
+// adminDo sends body as JSON to an admin path with the admin token.
+func (s *spendStack) adminDo(method, path string, body any) (int, []byte) {
+	s.t.Helper()
 	b, _ := json.Marshal(body)
-	req, _ := http.NewRequest(method, s.apiURL+"/v1/admin/workspaces/"+ws+route, bytes.NewReader(b))
+	req, _ := http.NewRequest(method, s.apiURL+path, bytes.NewReader(b))
 	req.Header.Set("Authorization", "Bearer "+s.admin)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		msg, _ := io.ReadAll(resp.Body)
-		s.t.Fatalf("%s %s%s: %d %s", method, ws, route, resp.StatusCode, msg)
+	msg, err := io.ReadAll(resp.Body)
+	if err != nil {
+		s.t.Fatal(err)
 	}
+	return resp.StatusCode, msg
 }
 
 // cost is a completion's exact price, from the usage the client was given.
