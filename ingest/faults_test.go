@@ -1,13 +1,11 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -61,24 +59,6 @@ func (l *load) wait(t *testing.T) {
 	}
 }
 
-// syncBuffer collects a consumer's log lines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // Faults on servers of the test's own: the Kafka broker killed and restarted, ClickHouse
 // stopped and restarted, each under load. One private stack serves every step.
 func TestFaults(t *testing.T) {
@@ -114,7 +94,7 @@ func TestFaults(t *testing.T) {
 		topic := testenv.TopicAt(t, s.Brokers, 4)
 		const batch = 500
 		c := newConsumer(t, s.Brokers, topic, "g-ch-down", chCfg.Database, conn, batch)
-		var logs syncBuffer
+		var logs testenv.SyncBuffer
 		c.log = slog.New(slog.NewTextHandler(&logs, nil))
 		srv := httptest.NewServer(c.Handler())
 		defer srv.Close()

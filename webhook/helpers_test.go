@@ -1,7 +1,6 @@
 package webhook
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -41,7 +40,7 @@ type env struct {
 	spend  *spend.Store
 	store  *Store
 	d      *Dispatcher
-	logs   *syncBuffer
+	logs   *testenv.SyncBuffer
 	clock  *clock
 }
 
@@ -63,24 +62,6 @@ func (c *clock) set(t time.Time) {
 	c.mu.Unlock()
 }
 
-// syncBuffer collects what the dispatcher logs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func newEnv(t *testing.T, cfg Config) *env {
 	t.Helper()
 	ccfg, conn := testenv.ClickHouse(t)
@@ -98,7 +79,7 @@ func newEnv(t *testing.T, cfg Config) *env {
 		t.Fatal(err)
 	}
 	e := &env{t: t, db: ccfg.Database, conn: conn, prices: pb, iv: iv, agg: agg, spend: spend.NewStore(conn, ccfg.Database),
-		store: NewStore(conn, ccfg.Database), logs: &syncBuffer{}, clock: &clock{t: time.Now().UTC()}}
+		store: NewStore(conn, ccfg.Database), logs: &testenv.SyncBuffer{}, clock: &clock{t: time.Now().UTC()}}
 	e.store.now = e.clock.now // replays and rotations on the dispatcher's clock
 	e.d = e.dispatcher(cfg, "dispatcher-1")
 	return e
