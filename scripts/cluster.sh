@@ -70,10 +70,12 @@ CFG
   wait_for zookeeper 60 zk_ok
 }
 
-# zk_ok asks ZooKeeper "ruok"; a server still starting may take the connection and never
-# answer, hence the timeout.
+# zk_ok asks ZooKeeper "srvr" and wants a Mode line: "ruok" answers imok while a restarted
+# server still loads its snapshot and refuses sessions ("not currently serving requests"),
+# and a ClickHouse started then gives up on its Replicated tables. A server still starting
+# may take the connection and never answer, hence the timeout.
 zk_ok() {
-  [ "$(timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$ZK_PORT; printf ruok >&3; cat <&3" 2>/dev/null)" = imok ]
+  timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$ZK_PORT; printf srvr >&3; cat <&3" 2>/dev/null | grep -q '^Mode: '
 }
 
 # --- ClickHouse ----------------------------------------------------------------------------

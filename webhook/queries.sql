@@ -110,3 +110,14 @@ SELECT delivery_id, attempt, url, started_at, duration_ms, status_code, error, r
 FROM {db}.webhook_attempts FINAL
 WHERE has(?, delivery_id)
 ORDER BY delivery_id, attempt, started_at, dispatcher;
+
+-- name: deliveries_engine
+-- The deliveries table's engine: Replicated… on a cluster (Shared… on ClickHouse Cloud),
+-- where claims written on other servers reach this one by replication.
+SELECT engine FROM system.tables WHERE database = ? AND name = 'webhook_deliveries';
+
+-- name: sync_deliveries
+-- Makes this server fetch what the other replicas wrote to the deliveries table (the
+-- claims of the dispatchers connected to them) before the claims are read back. Only for a
+-- replicated table (deliveries_engine): on one server ClickHouse refuses it.
+SYSTEM SYNC REPLICA {db}.webhook_deliveries;

@@ -57,6 +57,8 @@ var (
 	eventsSQL           = Queries.Get("events")
 	insertAttemptSQL    = Queries.Get("insert_attempt")
 	attemptsSQL         = Queries.Get("attempts")
+	deliveriesEngineSQL = Queries.Get("deliveries_engine")
+	syncDeliveriesSQL   = Queries.Get("sync_deliveries")
 )
 
 // Event types.

@@ -53,6 +53,7 @@ type example struct {
 	rows      [][]any // a batch INSERT's rows
 	empty     bool    // the answer on the fixture is no rows (else: at least one)
 	volatile  string  // why the values may differ between servers (only types are compared)
+	wantErr   string  // the statement must fail on the fixture with an error containing it
 	prepare   func(sql, db string) string
 }
 
@@ -299,6 +300,12 @@ func (s *side) run(ex example, q string, args []any) (answer, error) {
 	ctx := context.Background()
 	trimmed := strings.TrimSpace(strings.ToUpper(q))
 	switch {
+	case ex.wantErr != "":
+		err := s.conn.Exec(ctx, q, args...)
+		if err == nil || !strings.Contains(err.Error(), ex.wantErr) {
+			return answer{}, fmt.Errorf("got error %v, want one containing %q", err, ex.wantErr)
+		}
+		return answer{write: true}, nil
 	case strings.HasPrefix(trimmed, "INSERT") && !hasSelect.MatchString(q):
 		if err := chdb.Insert(ctx, s.conn, q, ex.rows); err != nil {
 			return answer{}, err

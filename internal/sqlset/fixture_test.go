@@ -355,6 +355,10 @@ func (f *fixture) examples() []example {
 				"", "", "succeeded", time.Unix(0, 0).UTC(), "disp-a"},
 		}},
 		{set: "webhook", name: "attempts", args: []any{[]string{"wd_2", "wd_3"}}},
+		{set: "webhook", name: "deliveries_engine", args: []any{"{db}"}},
+		// One server: refused as ClickHouse refuses it for a table that is not replicated,
+		// which proves both versions parse it; e2e/cluster_webhook_test.go runs it replicated.
+		{set: "webhook", name: "sync_deliveries", wantErr: "is not replicated"},
 
 		// Rollups.
 		{set: "aggregate", name: "read_watermark", args: []any{"usage_hourly"}},
