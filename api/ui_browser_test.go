@@ -696,6 +696,44 @@ func screenshots(t *testing.T, b *tab) {
 	save("usage-page.png")
 }
 
+// The page shows an invoice line's quantity and unit price as the invoice's HTML page does:
+// format.js's lineColumns, run in the browser on each kind of line as the API serves it,
+// equals invoice.Line.Shown.
+func TestUsagePageLineColumns(t *testing.T) {
+	chromiumPath(t)
+	hs := httptest.NewServer(adminServer(t))
+	t.Cleanup(hs.Close)
+	b := newTab(t)
+	b.do(chromedp.Navigate(hs.URL + "/"))
+	d := decimal.RequireFromString
+	for _, l := range []invoice.Line{
+		{Kind: invoice.KindUsage, TokenClass: invoice.ClassInput, Quantity: 3200, PerMillion: d("2.50")},
+		{Kind: invoice.KindUsage, TokenClass: "output/tier:2", Quantity: 200_000, PerMillion: d("8")},
+		{Kind: invoice.KindUsage, TokenClass: "output/package:1000000", Quantity: 2_500_000, PerMillion: d("0.50")},
+		{Kind: invoice.KindAdjustment, TokenClass: invoice.ClassOutput, Quantity: 9_007_199_254, PerMillion: d("10")},
+		{Kind: invoice.KindReversal, TokenClass: "output/volume:1", Quantity: 1_000_000, PerMillion: d("10")},
+		{Kind: invoice.KindFee, Quantity: 516, PerMillion: d("20.00")},
+		{Kind: invoice.KindDiscount, DiscountPercent: d("12.5")},
+		{Kind: invoice.KindCommitment, PerMillion: d("100")},
+		{Kind: invoice.KindIncluded, PerMillion: d("5")},
+		{Kind: invoice.KindCredit, GrantID: "cg_1"},
+	} {
+		raw, err := json.Marshal(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := chromedp.Run(b.ctx, chromedp.Evaluate[[]string](
+			fmt.Sprintf(`import('./ui/format.js').then((m) => m.lineColumns(%s))`, raw), chromedp.EvalAwaitPromise))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q, p := l.Shown(); len(got) != 2 || got[0] != q || got[1] != p {
+			t.Errorf("%s %s: the page shows %q, the invoice page %q and %q", l.Kind, l.TokenClass, got, q, p)
+		}
+	}
+	b.checkClean(hs.URL)
+}
+
 // The page adds money as the API does: the sums of format.js's addDecimals, run in the
 // browser, are shopspring/decimal's to the last digit, however many decimals and however
 // large; and token totals are BigInt sums, exact past 2^53 (each count as JSON gives it is

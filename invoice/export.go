@@ -49,8 +49,10 @@ func (inv *Invoice) CSV(w io.Writer) error {
 var htmlFiles embed.FS
 
 var htmlPage = template.Must(template.New("invoice.html").Funcs(template.FuncMap{
-	"date":  func(t time.Time) string { return t.Format("2006-01-02") },
-	"month": func(t time.Time) string { return t.Format("January 2006") },
+	"date":     func(t time.Time) string { return t.Format("2006-01-02") },
+	"month":    func(t time.Time) string { return t.Format("January 2006") },
+	"quantity": func(l Line) string { q, _ := l.Shown(); return q },
+	"price":    func(l Line) string { _, p := l.Shown(); return p },
 }).ParseFS(htmlFiles, "invoice.html"))
 
 // HTML writes the invoice as a printable HTML page: every line amount and the subtotal

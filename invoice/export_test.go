@@ -79,6 +79,9 @@ func TestHTMLExport(t *testing.T) {
 		"Prior-period adjustment for 2026-01: m-big output tokens",
 		"Discount 12.5% on 2026-02 usage",
 		"finalized 2026-03-04",
+		">1,234,567 tokens<", // quantities and prices with their units
+		">10 per 1M tokens<",
+		">12.5 %<",
 	} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the page lacks %q", want)
@@ -86,6 +89,31 @@ func TestHTMLExport(t *testing.T) {
 	}
 	if strings.Contains(page, "<b>acme") {
 		t.Error("the workspace ID was rendered as markup")
+	}
+}
+
+// Every kind of line shows its quantity and unit price with their units, or nothing where
+// its description says it all.
+func TestLineShown(t *testing.T) {
+	for _, c := range []struct {
+		line            Line
+		quantity, price string
+	}{
+		{Line{Kind: KindUsage, TokenClass: ClassInput, Quantity: 3200, PerMillion: d("2.50")}, "3,200 tokens", "2.5 per 1M tokens"},
+		{Line{Kind: KindUsage, TokenClass: "output/tier:2", Quantity: 200_000, PerMillion: d("8")}, "200,000 tokens", "8 per 1M tokens"},
+		{Line{Kind: KindUsage, TokenClass: "output/package:1000000", Quantity: 2_500_000, PerMillion: d("0.50")},
+			"2,500,000 tokens", "0.5 per 1,000,000 tokens"},
+		{Line{Kind: KindAdjustment, TokenClass: ClassOutput, Quantity: 7, PerMillion: d("10")}, "7 tokens", "10 per 1M tokens"},
+		{Line{Kind: KindReversal, TokenClass: "output/volume:1", Quantity: 1_000_000, PerMillion: d("10")}, "1,000,000 tokens", "10 per 1M tokens"},
+		{Line{Kind: KindFee, Quantity: 516, PerMillion: d("20.00")}, "516 hours", "20 per month"},
+		{Line{Kind: KindDiscount, DiscountPercent: d("12.5")}, "", "12.5 %"},
+		{Line{Kind: KindCommitment, PerMillion: d("100")}, "", ""},
+		{Line{Kind: KindIncluded, PerMillion: d("5")}, "", ""},
+		{Line{Kind: KindCredit, GrantID: "cg_1"}, "", ""},
+	} {
+		if q, p := c.line.Shown(); q != c.quantity || p != c.price {
+			t.Errorf("%s %s: %q at %q, want %q at %q", c.line.Kind, c.line.TokenClass, q, p, c.quantity, c.price)
+		}
 	}
 }
 

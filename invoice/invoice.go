@@ -537,6 +537,40 @@ func (l Line) describe(invoicePeriod time.Time) string {
 	return tokensOf(l)
 }
 
+// Shown is a line's quantity and unit price as people read them, with their units: "3,200
+// tokens" at "2.5 per 1M tokens", a package rate's "0.5 per 1,000,000 tokens", a fee's "516
+// hours" at "20 per month", a discount's percentage; "" where the description says it all
+// (commitment, included usage, credit). The invoice page (HTML) and the usage page
+// (api/ui/format.js, lineColumns: the browser test holds the two equal) show these.
+func (l Line) Shown() (quantity, unitPrice string) {
+	switch l.Kind {
+	case KindDiscount:
+		return "", l.DiscountPercent.String() + " %"
+	case KindFee:
+		return groupDigits(strconv.FormatUint(l.Quantity, 10)) + " hours", l.PerMillion.String() + " per month"
+	case KindUsage, KindAdjustment, KindReversal:
+		quantity = groupDigits(strconv.FormatUint(l.Quantity, 10)) + " tokens"
+		_, qual, _ := strings.Cut(l.TokenClass, "/")
+		if kind, size, _ := strings.Cut(qual, ":"); kind == "package" {
+			return quantity, l.PerMillion.String() + " per " + groupDigits(size) + " tokens"
+		}
+		return quantity, l.PerMillion.String() + " per 1M tokens"
+	}
+	return "", ""
+}
+
+// groupDigits writes a run of digits in groups of three: "1234567" → "1,234,567".
+func groupDigits(digits string) string {
+	var b strings.Builder
+	for i, c := range digits {
+		if i > 0 && (len(digits)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
 // tokensOf names the tokens a usage line bills: "venna-1 output tokens", with the tier or
 // package a plan's rate priced them by.
 func tokensOf(l Line) string {

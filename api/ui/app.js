@@ -2,7 +2,7 @@
 // API with one of the workspace's keys. The key lives in sessionStorage only and travels
 // in the Authorization header only: never in a URL, never logged.
 import {
-  addDecimals, compact, formatInt, isoDate, isoTime, monthName, rangeFor, ratio, toBigInt, utcDate, utcHour,
+  addDecimals, compact, formatInt, isoDate, isoTime, lineColumns, monthName, rangeFor, ratio, toBigInt, utcDate, utcHour,
 } from './format.js';
 
 const KEY = 'venna.apiKey';
@@ -384,14 +384,17 @@ async function showInvoice(id) {
     $('invoice-title').textContent = `Invoice ${inv.id}`;
     $('invoice-meta').textContent = `${monthName(inv.period_start)} · ${inv.status} · computed ${isoTime(inv.computed_at)}`
       + (inv.finalized_at ? ` · finalized ${isoTime(inv.finalized_at)}` : '');
-    $('invoice-lines').tBodies[0].replaceChildren(...(inv.lines?.length ? inv.lines.map((l) => el('tr', { dataset: { line: l.line_no }, className: l.kind },
-      el('td', {}, String(l.line_no)),
-      el('td', {}, l.kind),
-      el('td', {}, l.description),
-      el('td', { className: 'num' }, l.kind === 'discount' ? '' : formatInt(l.quantity)),
-      el('td', { className: 'num money' }, l.kind === 'discount' ? `${l.discount_percent} %` : l.unit_price_per_million),
-      el('td', { className: 'num money amount' }, l.amount),
-    )) : [el('tr', {}, el('td', { colspan: 6, className: 'muted' }, 'No usage.'))]));
+    $('invoice-lines').tBodies[0].replaceChildren(...(inv.lines?.length ? inv.lines.map((l) => {
+      const [quantity, price] = lineColumns(l);
+      return el('tr', { dataset: { line: l.line_no }, className: l.kind },
+        el('td', {}, String(l.line_no)),
+        el('td', {}, l.kind),
+        el('td', {}, l.description),
+        el('td', { className: 'num' }, quantity),
+        el('td', { className: 'num money' }, price),
+        el('td', { className: 'num money amount' }, l.amount),
+      );
+    }) : [el('tr', {}, el('td', { colspan: 6, className: 'muted' }, 'No usage.'))]));
     $('invoice-subtotal').textContent = `${inv.subtotal} ${inv.currency}`;
     $('invoice-total').textContent = `${inv.total} ${inv.currency}`;
     $('invoice-detail').hidden = false;

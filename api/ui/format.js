@@ -55,6 +55,27 @@ export function formatInt(n) {
   return (neg ? '-' : '') + d.replace(/\B(?=(\d{3})+(?!\d))/g, ',');
 }
 
+// lineColumns is an invoice line's quantity and unit price as people read them, with their
+// units, exactly as the invoice's HTML page shows them (invoice.Line.Shown; the browser
+// test holds the two equal): "3,200 tokens" at "2.5 per 1M tokens", a package rate's
+// "0.5 per 1,000,000 tokens", a fee's "516 hours" at "20 per month", a discount's
+// percentage; "" where the description says it all (commitment, included usage, credit).
+export function lineColumns(l) {
+  switch (l.kind) {
+    case 'discount':
+      return ['', `${l.discount_percent} %`];
+    case 'fee':
+      return [`${formatInt(l.quantity)} hours`, `${l.unit_price_per_million} per month`];
+    case 'usage': case 'adjustment': case 'reversal': {
+      const quantity = `${formatInt(l.quantity)} tokens`;
+      const [kind, size] = (String(l.token_class).split('/')[1] ?? '').split(':');
+      if (kind === 'package') return [quantity, `${l.unit_price_per_million} per ${formatInt(size)} tokens`];
+      return [quantity, `${l.unit_price_per_million} per 1M tokens`];
+    }
+  }
+  return ['', ''];
+}
+
 // compact writes an axis tick: 1200 → "1.2k", 3400000 → "3.4M".
 export function compact(v) {
   const a = Math.abs(v);
