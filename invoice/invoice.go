@@ -547,20 +547,20 @@ func (l Line) Shown() (quantity, unitPrice string) {
 	case KindDiscount:
 		return "", l.DiscountPercent.String() + " %"
 	case KindFee:
-		return groupDigits(strconv.FormatUint(l.Quantity, 10)) + " hours", l.PerMillion.String() + " per month"
+		return GroupDigits(strconv.FormatUint(l.Quantity, 10)) + " hours", l.PerMillion.String() + " per month"
 	case KindUsage, KindAdjustment, KindReversal:
-		quantity = groupDigits(strconv.FormatUint(l.Quantity, 10)) + " tokens"
+		quantity = GroupDigits(strconv.FormatUint(l.Quantity, 10)) + " tokens"
 		_, qual, _ := strings.Cut(l.TokenClass, "/")
 		if kind, size, _ := strings.Cut(qual, ":"); kind == "package" {
-			return quantity, l.PerMillion.String() + " per " + groupDigits(size) + " tokens"
+			return quantity, l.PerMillion.String() + " per " + GroupDigits(size) + " tokens"
 		}
 		return quantity, l.PerMillion.String() + " per 1M tokens"
 	}
 	return "", ""
 }
 
-// groupDigits writes a run of digits in groups of three: "1234567" → "1,234,567".
-func groupDigits(digits string) string {
+// GroupDigits writes a run of digits in groups of three: "1234567" → "1,234,567".
+func GroupDigits(digits string) string {
 	var b strings.Builder
 	for i, c := range digits {
 		if i > 0 && (len(digits)-i)%3 == 0 {

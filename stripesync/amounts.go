@@ -104,23 +104,15 @@ func PlanFor(inv *invoice.Invoice) (Plan, error) {
 // describe is an item's description: the Venna line's own, with what it bills.
 func describe(l invoice.Line, currency string) string {
 	switch l.Kind {
-	case invoice.KindUsage, invoice.KindAdjustment:
-		return fmt.Sprintf("%s: %s tokens at %s %s per 1M tokens = %s %s", l.Description, groupThousands(l.Quantity), l.PerMillion, currency, l.Amount, currency)
+	case invoice.KindUsage, invoice.KindAdjustment, invoice.KindReversal:
+		per := "1M tokens"
+		if _, qual, _ := strings.Cut(l.TokenClass, "/"); strings.HasPrefix(qual, "package:") {
+			per = invoice.GroupDigits(strings.TrimPrefix(qual, "package:")) + " tokens" // a package's price
+		}
+		return fmt.Sprintf("%s: %s tokens at %s %s per %s = %s %s", l.Description, invoice.GroupDigits(strconv.FormatUint(l.Quantity, 10)),
+			l.PerMillion, currency, per, l.Amount, currency)
 	}
 	return fmt.Sprintf("%s: %s %s", l.Description, l.Amount, currency)
-}
-
-// groupThousands writes n as 1,234,567.
-func groupThousands(n uint64) string {
-	s := strconv.FormatUint(n, 10)
-	var b strings.Builder
-	for i, r := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }
 
 // metadata is Stripe metadata from key, value pairs, leaving out empty values (which Stripe

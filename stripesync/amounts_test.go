@@ -88,3 +88,27 @@ func TestStripePlanRefusesWhatStripeCannotHold(t *testing.T) {
 		t.Fatalf("err %v, want ErrNotRepresentable", err)
 	}
 }
+
+// An item's description says what the line bills in the line's own units: a package
+// rate's price is per package, not per million tokens.
+func TestStripeItemDescriptions(t *testing.T) {
+	for _, c := range []struct {
+		line invoice.Line
+		want string
+	}{
+		{invoice.Line{Kind: invoice.KindUsage, Description: "venna-1 input tokens", TokenClass: invoice.ClassInput, Quantity: 3200,
+			PerMillion: d("2.5"), Amount: d("0.008")}, "venna-1 input tokens: 3,200 tokens at 2.5 USD per 1M tokens = 0.008 USD"},
+		{invoice.Line{Kind: invoice.KindUsage, Description: "venna-1-mini output tokens in packages of 500000 at 0.5",
+			TokenClass: "output/package:500000", Quantity: 2_500_000, PerMillion: d("0.5"), Amount: d("2.5")},
+			"venna-1-mini output tokens in packages of 500000 at 0.5: 2,500,000 tokens at 0.5 USD per 500,000 tokens = 2.5 USD"},
+		{invoice.Line{Kind: invoice.KindReversal, Description: "Re-priced 2026-11: venna-1 output tokens, tier 1 billed before, taken back",
+			TokenClass: "output/tier:1", Quantity: 1000, PerMillion: d("10"), Amount: d("-0.01")},
+			"Re-priced 2026-11: venna-1 output tokens, tier 1 billed before, taken back: 1,000 tokens at 10 USD per 1M tokens = -0.01 USD"},
+		{invoice.Line{Kind: invoice.KindFee, Description: "Plan team fee of 20 a month, 516 of 744 hours", Quantity: 516,
+			PerMillion: d("20"), Amount: d("13.870968")}, "Plan team fee of 20 a month, 516 of 744 hours: 13.870968 USD"},
+	} {
+		if got := describe(c.line, "USD"); got != c.want {
+			t.Errorf("%s %s:\n got %q\nwant %q", c.line.Kind, c.line.TokenClass, got, c.want)
+		}
+	}
+}
