@@ -406,6 +406,8 @@ func TestUsagePageInBrowser(t *testing.T) {
 	f.insert(rows...)
 	f.rollup()
 	thisMonth, _ := invoice.Month(now)
+	// ws_a is on the plan team from this hour: this month's invoice has its fee.
+	f.do(http.MethodPut, "/v1/admin/workspaces/ws_a/subscription", adminToken, map[string]any{"plan_id": "team"}, http.StatusOK, nil)
 	for _, m := range []time.Time{thisMonth.AddDate(0, -1, 0), thisMonth} {
 		f.do(http.MethodPost, "/v1/admin/invoices/run", adminToken, map[string]string{"period": m.Format("2006-01")}, http.StatusOK, nil)
 	}
@@ -559,6 +561,16 @@ func TestUsagePageInBrowser(t *testing.T) {
 	if got := eval[string](b, `document.getElementById('credit-balance').textContent`); got != credits.BalanceUSD {
 		t.Errorf("credit balance %q, API's %q", got, credits.BalanceUSD)
 	}
+	var sub struct {
+		Changes []invoice.Subscription `json:"changes"`
+	}
+	f.get("/v1/subscription", token, http.StatusOK, &sub)
+	if len(sub.Changes) != 1 {
+		t.Fatalf("subscription changes %+v, want the one", sub.Changes)
+	}
+	if got, want := eval[string](b, `document.getElementById('plan').textContent`), "team since "+sub.Changes[0].EffectiveFrom.UTC().Format("2006-01-02 15:04")+" UTC"; got != want {
+		t.Errorf("plan %q, want %q", got, want)
+	}
 	if len(spend.Budgets) != 2 {
 		t.Fatalf("budgets %+v", spend.Budgets)
 	}
@@ -630,6 +642,31 @@ func TestUsagePageInBrowser(t *testing.T) {
 		if resp.StatusCode != http.StatusOK || len(want) == 0 || string(got) != string(want) {
 			t.Errorf("downloaded %s (%d bytes) differs from GET %s (%d, %d bytes)", ext, len(got), resp.Request.URL.Path, resp.StatusCode, len(want))
 		}
+	}
+
+	// This month's invoice, on the plan since this hour: each line's quantity and unit price
+	// as the invoice's HTML page shows them (invoice.Line.Shown), the plan's fee among them.
+	current := invoice.ID("ws_a", thisMonth, thisMonth.AddDate(0, 1, 0))
+	b.do(chromedp.Click(chromedp.CSS(fmt.Sprintf(`button[data-invoice-id=%q]`, current))))
+	b.waitFor("this month's invoice", fmt.Sprintf(`document.getElementById('invoice-detail').dataset.invoiceId === %q`, current))
+	var cur invoice.Invoice
+	f.get("/v1/invoices/"+current, token, http.StatusOK, &cur)
+	cells := eval[[][]string](b, `[...document.querySelectorAll('#invoice-lines tbody tr')].map((tr) => [tr.cells[1].textContent, tr.cells[3].textContent, tr.cells[4].textContent])`)
+	if len(cells) != len(cur.Lines) {
+		t.Fatalf("page lines %v, API's %d", cells, len(cur.Lines))
+	}
+	fees := 0
+	for i, l := range cur.Lines {
+		q, p := l.Shown()
+		if want := []string{l.Kind, q, p}; !slices.Equal(cells[i], want) {
+			t.Errorf("line %d: the page shows %q, want %q", l.No, cells[i], want)
+		}
+		if l.Kind == invoice.KindFee && strings.HasSuffix(q, " hours") && p == "30 per month" {
+			fees++
+		}
+	}
+	if fees != 1 {
+		t.Errorf("this month's invoice has %d fee lines of the plan, want 1: %q", fees, cells)
 	}
 
 	b.checkClean(origin, secrets...)

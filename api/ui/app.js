@@ -2,7 +2,8 @@
 // API with one of the workspace's keys. The key lives in sessionStorage only and travels
 // in the Authorization header only: never in a URL, never logged.
 import {
-  addDecimals, compact, formatInt, isoDate, isoTime, lineColumns, monthName, rangeFor, ratio, toBigInt, utcDate, utcHour,
+  addDecimals, compact, formatInt, isoDate, isoTime, lineColumns, monthName, planText, rangeFor, ratio, toBigInt, utcDate,
+  utcHour,
 } from './format.js';
 
 const KEY = 'venna.apiKey';
@@ -307,7 +308,10 @@ function resizeCharts() {
 // ---- the month so far: spend, budgets, limits, alerts, credits ----
 
 async function loadMonth() {
-  const [spend, credits] = await Promise.allSettled([api('v1/spend'), api('v1/credits')]);
+  const [spend, credits, sub] = await Promise.allSettled([api('v1/spend'), api('v1/credits'), api('v1/subscription')]);
+  if (sub.status === 'fulfilled') $('plan').textContent = planText(sub.value);
+  else if (sub.reason instanceof APIError && sub.reason.status === 404) $('plan').textContent = 'not available';
+  else fail(sub.reason);
   if (spend.status === 'fulfilled') renderSpend(spend.value);
   else if (spend.reason instanceof APIError && spend.reason.status === 404) $('spend-usd').textContent = 'not available';
   else fail(spend.reason);

@@ -76,6 +76,20 @@ export function lineColumns(l) {
   return ['', ''];
 }
 
+// planText says which plan a subscription (GET /v1/subscription) has the workspace on now,
+// since when, and the next change ahead, if any: "team since 2026-12-10 12:00 UTC", "the
+// price book (no plan)", "… · from 2027-01-01 00:00 UTC: the price book".
+export function planText(sub, now = Date.now()) {
+  const name = (id) => (id ? id : 'the price book (no plan)');
+  const changes = [...(sub.changes ?? [])].sort((a, b) => Date.parse(a.effective_from) - Date.parse(b.effective_from));
+  const past = changes.filter((c) => Date.parse(c.effective_from) <= now);
+  const next = changes.find((c) => Date.parse(c.effective_from) > now);
+  const current = past.at(-1);
+  let text = current?.plan_id ? `${current.plan_id} since ${isoTime(current.effective_from)}` : name('');
+  if (next) text += ` · from ${isoTime(next.effective_from)}: ${name(next.plan_id)}`;
+  return text;
+}
+
 // compact writes an axis tick: 1200 → "1.2k", 3400000 → "3.4M".
 export function compact(v) {
   const a = Math.abs(v);
