@@ -733,15 +733,22 @@ func screenshots(t *testing.T, b *tab) {
 	save("usage-page.png")
 }
 
-// The page shows an invoice line's quantity and unit price as the invoice's HTML page does:
-// format.js's lineColumns, run in the browser on each kind of line as the API serves it,
-// equals invoice.Line.Shown.
-func TestUsagePageLineColumns(t *testing.T) {
+// moduleTab is a browser tab on the page of a server without data, for tests that run
+// the page's modules; origin is the server's.
+func moduleTab(t *testing.T) (*tab, string) {
 	chromiumPath(t)
 	hs := httptest.NewServer(adminServer(t))
 	t.Cleanup(hs.Close)
 	b := newTab(t)
 	b.do(chromedp.Navigate(hs.URL + "/"))
+	return b, hs.URL
+}
+
+// The page shows an invoice line's quantity and unit price as the invoice's HTML page does:
+// format.js's lineColumns, run in the browser on each kind of line as the API serves it,
+// equals invoice.Line.Shown.
+func TestUsagePageLineColumns(t *testing.T) {
+	b, origin := moduleTab(t)
 	d := decimal.RequireFromString
 	for _, l := range []invoice.Line{
 		{Kind: invoice.KindUsage, TokenClass: invoice.ClassInput, Quantity: 3200, PerMillion: d("2.50")},
@@ -768,7 +775,7 @@ func TestUsagePageLineColumns(t *testing.T) {
 			t.Errorf("%s %s: the page shows %q, the invoice page %q and %q", l.Kind, l.TokenClass, got, q, p)
 		}
 	}
-	b.checkClean(hs.URL)
+	b.checkClean(origin)
 }
 
 // The page adds money as the API does: the sums of format.js's addDecimals, run in the
@@ -776,11 +783,7 @@ func TestUsagePageLineColumns(t *testing.T) {
 // large; and token totals are BigInt sums, exact past 2^53 (each count as JSON gives it is
 // exact below 2^53, far above any one bucket's tokens).
 func TestUsagePageArithmetic(t *testing.T) {
-	chromiumPath(t)
-	hs := httptest.NewServer(adminServer(t))
-	t.Cleanup(hs.Close)
-	b := newTab(t)
-	b.do(chromedp.Navigate(hs.URL + "/"))
+	b, origin := moduleTab(t)
 	for name, terms := range map[string][]string{
 		"cents":                 {"0.1", "0.2"},
 		"trailing zeros":        {"1.50", "2.50"},
@@ -812,5 +815,5 @@ func TestUsagePageArithmetic(t *testing.T) {
 	if err != nil || got != "9,007,199,254,740,995" {
 		t.Errorf("formatInt past 2^53: %q %v", got, err)
 	}
-	b.checkClean(hs.URL)
+	b.checkClean(origin)
 }
