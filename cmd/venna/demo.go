@@ -314,12 +314,13 @@ func printWorkspace(ctx context.Context, env *Env, client *http.Client, apiURL s
 		fmt.Fprintf(env.Out, "\ninvoice %s (GET /v1/invoices/%s) — %s, %s to %s\n", inv.ID, inv.ID, inv.Status,
 			inv.PeriodStart.Format("2006-01-02"), inv.PeriodEnd.Format("2006-01-02"))
 		tw := tabwriter.NewWriter(env.Out, 2, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "#\tmodel\tclass\ttokens\tUSD/1M\tamount USD\t")
+		fmt.Fprintln(tw, "#\tkind\tmodel\tclass\tquantity\tunit price USD\tamount USD\t")
 		for _, l := range inv.Lines {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t\n", l.No, l.Model, l.TokenClass, l.Quantity, l.PerMillion.String(), l.Amount.String())
+			quantity, price := l.Shown()
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", l.No, l.Kind, l.Model, l.TokenClass, quantity, price, l.Amount.String())
 		}
-		fmt.Fprintf(tw, "\t\t\t\tsubtotal\t%s\t\n", inv.Subtotal.String())
-		fmt.Fprintf(tw, "\t\t\t\ttotal\t%s %s\t\n", inv.Total.StringFixed(2), inv.Currency)
+		fmt.Fprintf(tw, "\t\t\t\t\tsubtotal\t%s\t\n", inv.Subtotal.String())
+		fmt.Fprintf(tw, "\t\t\t\t\ttotal\t%s %s\t\n", inv.Total.StringFixed(2), inv.Currency)
 		tw.Flush()
 	}
 	return nil
