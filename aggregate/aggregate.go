@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/venna/metering/internal/instant"
 	"github.com/venna/metering/internal/sqlset"
 )
 
@@ -210,7 +211,7 @@ func (a *Aggregator) rewrite(ctx context.Context, query, what string, width time
 		lo, hi := part[0], part[0]
 		for i, w := range part {
 			list[i] = sqlset.DateTime(w)
-			lo, hi = minTime(lo, w), maxTime(hi, w)
+			lo, hi = instant.Min(lo, w), instant.Max(hi, w)
 		}
 		q := sqlset.Fill(query, "db", a.cfg.Database, "windows", strings.Join(list, ", "),
 			"lo", fmt.Sprint(lo.Unix()), "hi", fmt.Sprint(hi.Add(width).Unix()), "base", fmt.Sprint(versionBase))
@@ -219,18 +220,4 @@ func (a *Aggregator) rewrite(ctx context.Context, query, what string, width time
 		}
 	}
 	return nil
-}
-
-func minTime(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
-	}
-	return a
-}
-
-func maxTime(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/shopspring/decimal"
 	"github.com/venna/metering/internal/apierr"
+	"github.com/venna/metering/internal/instant"
 	"github.com/venna/metering/internal/sqlset"
 )
 
@@ -207,24 +208,10 @@ func parseUsage(q url.Values, now time.Time) (usageRequest, error) {
 		// A page is the start of its first bucket, within the range: anything else
 		// is taken to the bucket it falls in, and clamped to the range.
 		req.pageStart = time.Unix(n, 0).UTC().Truncate(w.d)
-		req.pageStart = maxT(req.start, minT(req.pageStart, req.end))
+		req.pageStart = instant.Max(req.start, instant.Min(req.pageStart, req.end))
 	}
-	req.pageEnd = minT(req.pageStart.Add(time.Duration(limit)*w.d), req.end)
+	req.pageEnd = instant.Min(req.pageStart.Add(time.Duration(limit)*w.d), req.end)
 	return req, nil
-}
-
-func minT(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
-	}
-	return a
-}
-
-func maxT(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
 }
 
 func (s *Server) usage(w http.ResponseWriter, r *http.Request) {

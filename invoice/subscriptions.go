@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/venna/metering/internal/chdb"
+	"github.com/venna/metering/internal/instant"
 	"github.com/venna/metering/internal/sqlset"
 )
 
@@ -98,7 +99,7 @@ func (pb *PriceBook) stretches(subs []Subscription, start, end time.Time) ([]pla
 		if i+1 < len(subs) {
 			to = subs[i+1].EffectiveFrom
 		}
-		from, to = maxTime(from, start), minTime(to, end)
+		from, to = instant.Max(from, start), instant.Min(to, end)
 		if !to.After(from) || s.PlanID == DefaultPlan {
 			continue
 		}
@@ -148,18 +149,4 @@ func subscriptionBreakpoints(subs map[string][]Subscription, start, end time.Tim
 		}
 	}
 	return out
-}
-
-func maxTime(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
-}
-
-func minTime(a, b time.Time) time.Time {
-	if a.Before(b) {
-		return a
-	}
-	return b
 }

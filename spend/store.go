@@ -20,6 +20,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/shopspring/decimal"
 	"github.com/venna/metering/internal/chdb"
+	"github.com/venna/metering/internal/instant"
 	"github.com/venna/metering/internal/sqlset"
 	"github.com/venna/metering/invoice"
 )
@@ -271,7 +272,7 @@ func (s *Store) MonthToDate(ctx context.Context, prices *invoice.PriceBook, now 
 	if w := wm.UTC().Truncate(time.Hour); w.Before(cutoff) {
 		cutoff = w
 	}
-	cutoff = maxTime(start, minTime(cutoff, end))
+	cutoff = instant.Max(start, instant.Min(cutoff, end))
 	breaks := prices.Breakpoints(start, end)
 	// Days a price changes inside of are read by the hour.
 	var split []time.Time
@@ -342,20 +343,6 @@ func (s *Store) addSpend(ctx context.Context, q string, args []any, prices *invo
 		ms.ByOwner[owner(ws, key)] = ms.ByOwner[owner(ws, key)].Add(c)
 	}
 	return rows.Err()
-}
-
-func minTime(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
-	}
-	return a
-}
-
-func maxTime(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
 }
 
 // Status is a workspace's month so far against its budgets and limits, as the API serves it.
