@@ -268,21 +268,31 @@ type jobs struct {
 	metrics *jobMetrics // nil: none (ops.go)
 }
 
+// newInvoicer loads the price file and makes the invoicer of the configured settings on
+// conn; the price book is returned too, for what else prices with it.
+func newInvoicer(env *Env, conn driver.Conn) (*invoice.Invoicer, *invoice.PriceBook, error) {
+	prices, err := invoice.LoadPriceBook(env.Config.PricesFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	inv, err := invoice.New(env.Config.invoiceConfig(), conn, prices)
+	if err != nil {
+		return nil, nil, err
+	}
+	return inv, prices, nil
+}
+
 func newJobs(ctx context.Context, env *Env, conn driver.Conn) (*jobs, error) {
 	c := env.Config
 	agg, err := aggregate.New(aggregate.Config{Database: c.ClickHouse.Database}, conn)
 	if err != nil {
 		return nil, err
 	}
-	prices, err := invoice.LoadPriceBook(c.PricesFile)
+	inv, prices, err := newInvoicer(env, conn)
 	if err != nil {
 		return nil, err
 	}
 	if err := prices.Sync(ctx, conn, c.ClickHouse.Database); err != nil {
-		return nil, err
-	}
-	inv, err := invoice.New(c.invoiceConfig(), conn, prices)
-	if err != nil {
 		return nil, err
 	}
 	j := &jobs{env: env, agg: agg, inv: inv, now: time.Now}
@@ -482,11 +492,7 @@ func runAPI(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	prices, err := invoice.LoadPriceBook(c.PricesFile)
-	if err != nil {
-		return err
-	}
-	inv, err := invoice.New(c.invoiceConfig(), conn, prices)
+	inv, prices, err := newInvoicer(env, conn)
 	if err != nil {
 		return err
 	}

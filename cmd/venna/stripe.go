@@ -72,11 +72,7 @@ func runStripe(ctx context.Context, env *Env, sub, workspace string) error {
 		}
 		return printJSON(env, list)
 	}
-	prices, err := invoice.LoadPriceBook(c.PricesFile)
-	if err != nil {
-		return err
-	}
-	inv, err := invoice.New(c.invoiceConfig(), conn, prices)
+	inv, _, err := newInvoicer(env, conn)
 	if err != nil {
 		return err
 	}
