@@ -124,10 +124,10 @@ func values(q url.Values, name string) []string {
 const maxUnix = 1 << 33
 
 func parseUnix(q url.Values, name string) (time.Time, bool, error) {
-	v := q.Get(name)
-	if v == "" {
+	if !q.Has(name) {
 		return time.Time{}, false, nil
 	}
+	v := q.Get(name)
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || n < 0 || n > maxUnix {
 		return time.Time{}, false, badf(name, "Invalid '%s': %q is not a Unix time in seconds.", name, v)
@@ -138,9 +138,11 @@ func parseUnix(q url.Values, name string) (time.Time, bool, error) {
 // parseUsage validates every parameter of a /v1/usage query; a bad one is a *paramError.
 func parseUsage(q url.Values, now time.Time) (usageRequest, error) {
 	var req usageRequest
-	name := q.Get("bucket_width")
-	if name == "" {
-		name = "1d"
+	// A parameter given empty is refused, as any other value outside its kind: only one
+	// left out takes its default.
+	name := "1d"
+	if q.Has("bucket_width") {
+		name = q.Get("bucket_width")
 	}
 	w, ok := widths[name]
 	if !ok {
@@ -183,7 +185,8 @@ func parseUsage(q url.Values, now time.Time) (usageRequest, error) {
 		}
 	}
 	limit := w.defLimit
-	if v := q.Get("limit"); v != "" {
+	if q.Has("limit") {
+		v := q.Get("limit")
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1440 {
 			return req, badf("limit", "Invalid 'limit': %q; use 1 to 1440 (pages hold at most 1440 buckets of 1m, 168 of 1h, 31 of 1d).", v)
@@ -200,7 +203,8 @@ func parseUsage(q url.Values, now time.Time) (usageRequest, error) {
 		req.end = req.start
 	}
 	req.pageStart = req.start
-	if v := q.Get("page"); v != "" {
+	if q.Has("page") {
+		v := q.Get("page")
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 || n > maxUnix {
 			return req, badf("page", "Invalid 'page': %q; pass the next_page of the previous response with the same parameters.", v)

@@ -290,6 +290,12 @@ func TestUsageBadParameters(t *testing.T) {
 		{"page not a number", q("start_time=%d&page=abc", now-day), "page"},
 		{"too many models", q("start_time=%d%s", now-day, longList), "models"},
 		{"too many api_key_ids", q("start_time=%d%s", now-day, longKeys), "api_key_ids"},
+		// Given empty is not left out (Schemathesis found bucket_width= served as 1d).
+		{"bucket_width empty", q("start_time=%d&bucket_width=", now-day), "bucket_width"},
+		{"start_time empty", "start_time=", "start_time"},
+		{"end_time empty", q("start_time=%d&end_time=", now-day), "end_time"},
+		{"limit empty", q("start_time=%d&limit=", now-day), "limit"},
+		{"page empty", q("start_time=%d&page=", now-day), "page"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
